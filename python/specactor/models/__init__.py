@@ -1,0 +1,1 @@
+"""Model preparation: checkpoints (``hf/``) and the tree-ready ONNX export (``onnx/``)."""

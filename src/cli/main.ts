@@ -1,0 +1,67 @@
+/** The `specactor` command line. Errors are one line on stderr and a non-zero exit. */
+import { MODEL_NAMES, isModelName, prepareModel } from "../models/registry";
+import { gsm8kPrompts } from "../data/gsm8k";
+import { type OptSpec, UsageError, helpText, parseArgs } from "./args";
+import { rolloutCommand } from "./rollout";
+
+const COMMANDS = `usage: specactor <command> [options]
+
+commands:
+  prepare-model smollm2|tiny   convert and cache a model; prints its directory as the last line
+  rollout                      generate samples for a prompt file (see rollout --help)
+  prompts                      print the built-in GSM8K-style prompt set as JSONL
+
+Run \`specactor <command> --help\` for a command's options.
+`;
+
+async function prepareCommand(argv: string[]): Promise<void> {
+  const name = argv[0];
+  if (!name || name === "--help") {
+    process.stdout.write(`usage: specactor prepare-model ${MODEL_NAMES.join("|")}\n\nConverts the model (first run only) and prints the prepared directory, which holds hf/ and onnx/.\n`);
+    return;
+  }
+  if (!isModelName(name)) throw new UsageError(`unknown model '${name}' (known: ${MODEL_NAMES.join(", ")})`);
+  if (argv.length > 1) throw new UsageError(`unexpected argument '${argv[1]}'`);
+  process.stdout.write(`${await prepareModel(name)}\n`);
+}
+
+const PROMPT_OPTIONS: OptSpec[] = [
+  { name: "count", type: "int", default: 32, help: "number of problems" },
+  { name: "seed", type: "int", default: 0, help: "generator seed" },
+];
+
+function promptsCommand(argv: string[]): void {
+  if (argv.includes("--help")) {
+    process.stdout.write(helpText("specactor prompts [--count N] [--seed S]", "Deterministic GSM8K-style word problems, one {\"prompt\"} per line.", PROMPT_OPTIONS));
+    return;
+  }
+  const a = parseArgs(argv, PROMPT_OPTIONS);
+  for (const p of gsm8kPrompts(a.count as number, a.seed as number)) process.stdout.write(JSON.stringify({ prompt: p }) + "\n");
+}
+
+export async function main(argv = process.argv.slice(2)): Promise<void> {
+  const [cmd, ...rest] = argv;
+  try {
+    switch (cmd) {
+      case "prepare-model":
+        return await prepareCommand(rest);
+      case "rollout":
+        return await rolloutCommand(rest);
+      case "prompts":
+        return promptsCommand(rest);
+      case undefined:
+      case "--help":
+      case "help":
+        process.stdout.write(COMMANDS);
+        return;
+      default:
+        throw new UsageError(`unknown command '${cmd}' (commands: prepare-model, rollout, prompts)`);
+    }
+  } catch (e) {
+    process.stderr.write(`specactor: error: ${e instanceof Error ? e.message : String(e)}\n`);
+    if (process.env.SPECACTOR_DEBUG && e instanceof Error) process.stderr.write(`${e.stack}\n`);
+    process.exitCode = 2;
+  }
+}
+
+if (require.main === module) void main();

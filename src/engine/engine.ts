@@ -1,0 +1,53 @@
+/**
+ * The engine interface shared by the in-process ONNX engine and (later) the Python worker.
+ *
+ * An engine holds weights and per-sequence KV state and executes one batched step at a time. Each
+ * sequence in a step appends tokens (the prompt on its first step, then its last sample) and may
+ * bring a trie of draft tokens below the last appended token. The engine samples with the seeded
+ * rule and walks the trie (see walk.ts): it returns only the emitted tokens and their log-probs,
+ * never vocabulary rows. How the KV state is stored is the engine's business alone.
+ */
+import type { SamplingParams } from "../sampling/sampler";
+import type { Trie } from "./trie";
+
+export interface EngineInfo {
+  /** Human-readable description for summaries, e.g. "onnx-cpu smollm2 (30 layers)". */
+  name: string;
+  model: string;
+  vocabSize: number;
+  maxContext: number;
+  eosIds: readonly number[];
+}
+
+export interface SeqStep {
+  seqId: number;
+  /** Tokens to feed after those already cached; at least one. */
+  append: number[];
+  trie?: Trie;
+  params: SamplingParams;
+  seed: number;
+  /** At most this many tokens are emitted (the remaining budget), at least 1. */
+  maxEmit: number;
+}
+
+export interface SeqResult {
+  seqId: number;
+  /** Emitted tokens: accepted draft tokens then the sample at the deepest visited node. */
+  tokens: number[];
+  logprobs: number[];
+  /** How many of `tokens` were draft tokens accepted from the trie. */
+  accepted: number;
+}
+
+export interface Engine {
+  readonly info: EngineInfo;
+  step(batch: SeqStep[]): Promise<SeqResult[]>;
+  /** Number of tokens whose KV the engine holds for the sequence (0 if unknown). */
+  cachedLength(seqId: number): number;
+  /** Roll the sequence back to its first `length` cached tokens. */
+  truncate(seqId: number, length: number): void;
+  release(seqId: number): void;
+  close(): Promise<void>;
+}
+
+export class EngineError extends Error {}

@@ -1,0 +1,83 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { threefry2x32, uniform } from "../../src/sampling/threefry";
+import { deriveSeed, freshSeed } from "../../src/sampling/seeds";
+import { Sampler, validateParams } from "../../src/sampling/sampler";
+import { vectors } from "./helpers";
+
+const V = vectors();
+
+test("threefry2x32_20 matches Random123's known answers and the shared vectors", () => {
+  const out = new Uint32Array(2);
+  assert.ok(V.threefry2x32_20.length >= 3);
+  for (const c of V.threefry2x32_20) {
+    threefry2x32(c.counter[0], c.counter[1], c.key[0], c.key[1], out);
+    assert.deepEqual([out[0], out[1]], c.out);
+  }
+});
+
+test("53-bit uniforms and derived seeds are bit-identical to Python's", () => {
+  for (const u of V.uniforms) assert.equal(uniform(u.seed, u.position, u.token), u.u);
+  for (const d of V.derive_seed) assert.equal(deriveSeed(d.seed, d.a, d.b), d.derived);
+});
+
+test("seeds outside [0, 2^53) are rejected; fresh seeds are in range and differ", () => {
+  assert.throws(() => uniform(-1, 0, 0), /seed/);
+  assert.throws(() => uniform(2 ** 53, 0, 0), /seed/);
+  assert.throws(() => uniform(1.5, 0, 0), /seed/);
+  const a = freshSeed();
+  const b = freshSeed();
+  assert.ok(Number.isSafeInteger(a) && a >= 0);
+  assert.notEqual(a, b);
+});
+
+test("processed distribution, sample and log-prob match the shared vectors", () => {
+  assert.ok(V.samples.length >= 10);
+  for (const [i, c] of V.samples.entries()) {
+    const logits = Float32Array.from(c.logits);
+    const s = new Sampler(logits.length);
+    const params = validateParams({ temperature: c.params.temperature, topP: c.params.top_p, topK: c.params.top_k });
+    const lp = s.processedLogprobs(logits, params);
+    c.processed_logprobs.forEach((want: number | null, v: number) => {
+      if (want === null) assert.equal(lp[v], -Infinity, `case ${i} token ${v} should be removed`);
+      else assert.ok(Math.abs(lp[v] - want) < 1e-12, `case ${i} token ${v}: ${lp[v]} vs ${want}`);
+    });
+    const got = s.sample(logits, params, c.seed, c.position);
+    assert.equal(got.token, c.token, `case ${i} token`);
+    assert.ok(Math.abs(got.logprob - c.logprob) < 1e-12, `case ${i} logprob ${got.logprob} vs ${c.logprob}`);
+  }
+});
+
+test("ties at the k-th value are kept by top-k", () => {
+  const s = new Sampler(6);
+  const lp = s.processedLogprobs(Float32Array.from([1, 3, 3, 2, 3, 0]), { temperature: 1, topP: 1, topK: 2 });
+  assert.deepEqual([...lp].map((x) => x > -Infinity), [false, true, true, false, true, false]);
+});
+
+test("top-p keeps the smallest descending prefix whose earlier mass is below P", () => {
+  const s = new Sampler(4);
+  const logits = Float32Array.from([Math.log(0.5), Math.log(0.3), Math.log(0.15), Math.log(0.05)]);
+  const kept = (p: number) => [...s.processedLogprobs(logits, { temperature: 1, topP: p, topK: -1 })].map((x) => x > -Infinity);
+  assert.deepEqual(kept(0.5), [true, false, false, false]);
+  assert.deepEqual(kept(0.51), [true, true, false, false]);
+  assert.deepEqual(kept(0.9), [true, true, true, false]);
+  assert.deepEqual(kept(0.96), [true, true, true, true]);
+});
+
+test("bad sampling parameters give errors that name them", () => {
+  assert.throws(() => validateParams({ temperature: NaN, topP: 1, topK: -1 }), /temperature/);
+  assert.throws(() => validateParams({ temperature: -0.5, topP: 1, topK: -1 }), /temperature/);
+  assert.throws(() => validateParams({ temperature: 1, topP: 0, topK: -1 }), /top-p/);
+  assert.throws(() => validateParams({ temperature: 1, topP: 1.5, topK: -1 }), /top-p/);
+  assert.throws(() => validateParams({ temperature: 1, topP: 1, topK: -3 }), /top-k/);
+  assert.throws(() => validateParams({ temperature: 1, topP: 1, topK: 2.5 }), /top-k/);
+});
+
+test("the same (seed, position) gives the same token; the position changes the noise", () => {
+  const s = new Sampler(1000);
+  const logits = new Float32Array(1000); // uniform: the noise alone decides
+  const a = s.sample(logits, { temperature: 1, topP: 1, topK: -1 }, 5, 10).token;
+  assert.equal(s.sample(logits, { temperature: 1, topP: 1, topK: -1 }, 5, 10).token, a);
+  const others = new Set(Array.from({ length: 20 }, (_, t) => s.sample(logits, { temperature: 1, topP: 1, topK: -1 }, 5, 11 + t).token));
+  assert.ok(others.size > 10);
+});
