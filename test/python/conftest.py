@@ -1,0 +1,64 @@
+"""Shared fixtures: prepared models (via the real CLI) and a runner for the `specactor` command."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+NODE = shutil.which("node") or "/usr/bin/node"
+CLI = [NODE, str(ROOT / "bin" / "specactor.js")]
+
+
+def run_cli(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, cwd=ROOT)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"specactor {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
+    return proc
+
+
+def no_python_env(tmp_path: Path) -> dict:
+    """An environment in which no Python can be found: PATH holds only node."""
+    bin_dir = tmp_path / "node-only-bin"
+    bin_dir.mkdir(exist_ok=True)
+    link = bin_dir / "node"
+    if not link.exists():
+        link.symlink_to(NODE)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV", "CONDA"))}
+    env.update(PATH=str(bin_dir), PYTHON_BIN="/nonexistent/python", SPECACTOR_PYTHON="/nonexistent/python")
+    return env
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_dir() -> Path:
+    return Path(run_cli("prepare-model", "tiny").stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    return Path(run_cli("prepare-model", "smollm2").stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def torch_threads() -> None:
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+
+
+sys.path.insert(0, str(ROOT / "python"))

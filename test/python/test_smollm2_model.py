@@ -1,0 +1,47 @@
+"""The prepared SmolLM2: tokenizer quirks fixed, special tokens right, drafter present."""
+
+import json
+
+import pytest
+from transformers import AutoConfig, AutoTokenizer
+
+
+@pytest.fixture(scope="module")
+def tok(smollm2_dir):
+    return AutoTokenizer.from_pretrained(smollm2_dir / "hf")
+
+
+def test_digits_are_split_one_by_one(tok):
+    # SmolLM2 pre-tokenises digits individually; the GGUF converter drops that rule
+    for text, pieces in [("2024", ["2", "0", "2", "4"]), (" 42", ["Ġ", "4", "2"]), ("$3.50", ["$", "3", ".", "5", "0"])]:
+        assert tok.convert_ids_to_tokens(tok.encode(text, add_special_tokens=False)) == pieces
+    assert tok.decode(tok.encode("It costs 1234567 dollars.", add_special_tokens=False)) == "It costs 1234567 dollars."
+
+
+def test_special_tokens(tok, smollm2_dir):
+    assert (tok.bos_token, tok.bos_token_id) == ("<|im_start|>", 1)
+    assert (tok.eos_token, tok.eos_token_id) == ("<|im_end|>", 2)
+    assert tok.convert_ids_to_tokens([0]) == ["<|endoftext|>"]
+    meta = json.loads((smollm2_dir / "onnx" / "model.json").read_text())
+    assert meta["eos_ids"] == [2, 0] and meta["vocab_size"] == 49152 and meta["num_layers"] == 30
+
+
+def test_chat_template(tok):
+    text = tok.apply_chat_template([{"role": "user", "content": "Hi"}], add_generation_prompt=True, tokenize=False)
+    assert text == (
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+        "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    )
+    ids = tok.encode(text, add_special_tokens=False)
+    assert ids[0] == 1 and ids.count(2) == 2
+
+
+def test_layer_truncated_drafter(smollm2_dir):
+    manifest = json.loads((smollm2_dir / "manifest.json").read_text())
+    assert manifest["drafters"]
+    for name in manifest["drafters"]:
+        d = smollm2_dir / "drafters" / name
+        cfg = AutoConfig.from_pretrained(d / "hf")
+        meta = json.loads((d / "onnx" / "model.json").read_text())
+        assert cfg.num_hidden_layers == meta["num_layers"] < 30
+        assert (d / "onnx" / "model.onnx").exists() and (d / "hf" / "tokenizer.json").exists()
