@@ -3,6 +3,7 @@ import { MODEL_NAMES, isModelName, prepareModel } from "../models/registry";
 import { gsm8kPrompts } from "../data/gsm8k";
 import { type OptSpec, UsageError, helpText, parseArgs } from "./args";
 import { rolloutCommand } from "./rollout";
+import { benchEngineCommand } from "./bench-engine";
 
 const COMMANDS = `usage: specactor <command> [options]
 
@@ -10,6 +11,7 @@ commands:
   prepare-model smollm2|tiny   convert and cache a model; prints its directory as the last line
   rollout                      generate samples for a prompt file (see rollout --help)
   prompts                      print the built-in GSM8K-style prompt set as JSONL
+  bench-engine                 engine step cost vs the memory bound and transformers (see --help)
 
 Run \`specactor <command> --help\` for a command's options.
 `;
@@ -49,13 +51,15 @@ export async function main(argv = process.argv.slice(2)): Promise<void> {
         return await rolloutCommand(rest);
       case "prompts":
         return promptsCommand(rest);
+      case "bench-engine":
+        return await benchEngineCommand(rest);
       case undefined:
       case "--help":
       case "help":
         process.stdout.write(COMMANDS);
         return;
       default:
-        throw new UsageError(`unknown command '${cmd}' (commands: prepare-model, rollout, prompts)`);
+        throw new UsageError(`unknown command '${cmd}' (commands: prepare-model, rollout, prompts, bench-engine)`);
     }
   } catch (e) {
     process.stderr.write(`specactor: error: ${e instanceof Error ? e.message : String(e)}\n`);

@@ -12,8 +12,10 @@
  * is of the unprocessed distribution (the processed one is one-hot).
  *
  * Noise is drawn only for kept tokens: with top-k or top-p that is a handful, not the vocabulary.
+ * Top-p's mass comparisons use probabilities as exp(z - max) / sum in float64; a token sitting exactly
+ * on the P boundary may resolve differently from Python's (which sums pairwise), a measure-zero case.
  */
-import { DOMAIN_SAMPLE, MAX_SEED, bits53, seedKey } from "./threefry";
+import { DOMAIN_SAMPLE, MAX_SEED, fillBits53, keyParity, seedKey } from "./threefry";
 
 export interface SamplingParams {
   temperature: number;
@@ -43,38 +45,62 @@ export interface Sample {
   logprob: number;
 }
 
-/** Reusable per-vocabulary scratch space, so sampling a row allocates nothing. */
+/**
+ * Reusable per-vocabulary scratch space, so sampling a row allocates nothing.
+ *
+ * Speed (the vocabulary loop is the sampler's whole cost): with E_v = -log U_v, the winner
+ * argmax z_v - log E_v is argmin E_v / p_v for p_v = exp(z_v - max z). Since E_v >= 1 - U_v, a token
+ * with (1 - U_v) / p_v above the best ratio found so far cannot win, and needs no logarithm; the
+ * highest-probability token is scored first so the bound bites at once. The pruning margin (1e-6
+ * relative) is far above float64 rounding, so survivors alone decide, by the exact canonical score
+ * z_v - log(-log U_v): the same float64 expression as the Python twin evaluates for every token.
+ */
 export class Sampler {
-  private z: Float64Array;
-  private keep: Uint32Array;
-  private sortKeys: Float64Array;
+  private readonly z: Float64Array;
+  private readonly keep: Uint32Array;
+  private readonly pv: Float64Array;
+  private readonly heap: Float64Array;
+  private readonly bits: Float64Array;
+  private max = 0;
 
   constructor(readonly vocabSize: number) {
     this.z = new Float64Array(vocabSize);
     this.keep = new Uint32Array(vocabSize);
-    this.sortKeys = new Float64Array(vocabSize);
+    this.pv = new Float64Array(vocabSize);
+    this.heap = new Float64Array(vocabSize);
+    this.bits = new Float64Array(vocabSize);
   }
 
   /** The token at absolute `position` from the logits computed at position - 1. */
   sample(logits: Float32Array, p: SamplingParams, seed: number, position: number): Sample {
+    if (logits.length !== this.vocabSize) throw new RangeError(`expected ${this.vocabSize} logits, got ${logits.length}`);
     if (p.temperature === 0) return greedy(logits);
-    const { n: kept, lse } = this.process(logits, p);
-    const z = this.z;
+    const { n, lse } = this.process(logits, p);
+    const { z, keep, pv } = this;
     const [k0, k1] = seedKey(seed, DOMAIN_SAMPLE);
-    let best = -1;
-    let bestScore = -Infinity;
-    const keep = this.keep;
-    for (let i = 0; i < kept; i++) {
+    const bits = this.bits;
+    fillBits53(position, keep, n, k0, k1, keyParity(k0, k1), bits);
+    // the most likely kept token first: its ratio bounds everything else
+    let first = 0;
+    for (let i = 1; i < n; i++) if (pv[i] > pv[first]) first = i;
+    let bestId = keep[first];
+    let bestE = -Math.log((bits[first] + 0.5) / MAX_SEED);
+    let bestScore = z[bestId] - Math.log(bestE);
+    let bound = (bestE / pv[first]) * (1 + 1e-6);
+    for (let i = 0; i < n; i++) {
+      const u = (bits[i] + 0.5) / MAX_SEED;
+      if (1 - u > bound * pv[i] || i === first) continue;
       const v = keep[i];
-      const u = (bits53(position, v, k0, k1) + 0.5) / MAX_SEED;
-      const score = z[v] - Math.log(-Math.log(u));
-      // kept ids ascend, so strict > keeps the lowest id on ties
-      if (score > bestScore) {
+      const e = -Math.log(u);
+      const score = z[v] - Math.log(e);
+      if (score > bestScore || (score === bestScore && v < bestId)) {
         bestScore = score;
-        best = v;
+        bestId = v;
+        bestE = e;
+        bound = (e / pv[i]) * (1 + 1e-6);
       }
     }
-    return { token: best, logprob: z[best] - lse };
+    return { token: bestId, logprob: z[bestId] - lse };
   }
 
   /** log p~ over the vocabulary (-Infinity for removed tokens); for tests and inspection. */
@@ -84,75 +110,107 @@ export class Sampler {
       out[greedy(logits).token] = 0;
       return out;
     }
-    const kept = this.process(logits, p);
-    for (let i = 0; i < kept.n; i++) out[this.keep[i]] = this.z[this.keep[i]] - kept.lse;
+    const { n, lse } = this.process(logits, p);
+    for (let i = 0; i < n; i++) out[this.keep[i]] = this.z[this.keep[i]] - lse;
     return out;
   }
 
-  /** Scales into z and fills keep[0..n) with the kept ids; returns n and their log-normaliser. */
+  /**
+   * Scales into z; fills keep[0..n) with the kept ids (ascending) and pv[0..n) with their
+   * exp(z - max z); returns n and the kept tokens' log-normaliser.
+   */
   private process(logits: Float32Array, p: SamplingParams): { n: number; lse: number } {
     const V = this.vocabSize;
-    if (logits.length !== V) throw new RangeError(`expected ${V} logits, got ${logits.length}`);
-    const z = this.z;
+    const { z, keep, pv } = this;
     let max = -Infinity;
     for (let v = 0; v < V; v++) {
       const x = logits[v] / p.temperature;
       z[v] = x;
       if (x > max) max = x;
     }
-    let n = this.keptByTopK(p.topK, max);
-    let lse = logSumExp(z, this.keep, n);
-    if (p.topP < 1) {
-      n = this.keptByTopP(p.topP, n, lse);
-      lse = logSumExp(z, this.keep, n);
-    }
-    return { n, lse };
-  }
-
-  /** Fills keep[0..n) with the kept ids in ascending order and returns n. */
-  private keptByTopK(topK: number, max: number): number {
-    const V = this.vocabSize;
-    const z = this.z;
-    const keep = this.keep;
-    let threshold = -Infinity;
-    if (topK > 0 && topK < V) threshold = kthLargest(z, topK, max, this.sortKeys);
+    this.max = max;
+    const threshold = p.topK > 0 && p.topK < V ? this.kthLargest(p.topK) : -Infinity;
     let n = 0;
-    for (let v = 0; v < V; v++) if (z[v] >= threshold) keep[n++] = v;
-    return n;
+    let sum = 0;
+    for (let v = 0; v < V; v++) {
+      if (z[v] >= threshold) {
+        const e = Math.exp(z[v] - max);
+        keep[n] = v;
+        pv[n++] = e;
+        sum += e;
+      }
+    }
+    if (p.topP < 1) {
+      n = this.keepTopP(p.topP, n, sum);
+      sum = 0;
+      for (let i = 0; i < n; i++) sum += pv[i];
+    }
+    return { n, lse: max + Math.log(sum) };
   }
 
   /**
-   * Top-p over keep[0..n). Only tokens above a threshold whose mass already reaches P need sorting:
-   * every token below it has at least that mass before it, so it is dropped anyway.
+   * Top-p over keep[0..n): sorted by probability descending (ties by id), a token stays while the
+   * mass before it is < P. Only tokens above a probability floor whose mass already reaches P need
+   * sorting: every token below it has at least that mass before it, so it is dropped anyway.
    */
-  private keptByTopP(topP: number, n: number, lse: number): number {
-    const z = this.z;
-    const keep = this.keep;
+  private keepTopP(topP: number, n: number, sum: number): number {
+    const { keep, pv } = this;
     let cand: number[] = [];
-    for (const margin of [8, 16, 32, Infinity]) {
-      const floor = lse - margin; // tokens with p >= exp(-margin)
+    for (const margin of [1e-3, 1e-5, 1e-7, 0]) {
+      const floor = margin * sum;
       cand = [];
       let mass = 0;
       for (let i = 0; i < n; i++) {
-        const v = keep[i];
-        if (z[v] >= floor) {
-          cand.push(v);
-          mass += Math.exp(z[v] - lse);
+        if (pv[i] >= floor) {
+          cand.push(i);
+          mass += pv[i];
         }
       }
-      if (mass >= topP || margin === Infinity) break;
+      if (mass >= topP * sum || margin === 0) break;
     }
-    cand.sort((a, b) => z[b] - z[a] || a - b);
+    cand.sort((a, b) => pv[b] - pv[a] || keep[a] - keep[b]);
     let before = 0;
     let m = 0;
-    for (const v of cand) {
+    for (const i of cand) {
       if (before >= topP) break;
-      before += Math.exp(z[v] - lse);
+      before += pv[i] / sum;
       m++;
     }
     const chosen = cand.slice(0, m).sort((a, b) => a - b);
-    for (let i = 0; i < m; i++) keep[i] = chosen[i];
+    for (let j = 0; j < m; j++) {
+      keep[j] = keep[chosen[j]];
+      pv[j] = pv[chosen[j]];
+    }
     return m;
+  }
+
+  /** The k-th largest value of z, by a min-heap of the k largest seen. */
+  private kthLargest(k: number): number {
+    const { z, heap } = this;
+    for (let i = 0; i < k; i++) heap[i] = z[i];
+    for (let i = (k >> 1) - 1; i >= 0; i--) siftDown(heap, k, i);
+    for (let v = k; v < z.length; v++) {
+      if (z[v] > heap[0]) {
+        heap[0] = z[v];
+        siftDown(heap, k, 0);
+      }
+    }
+    return heap[0];
+  }
+}
+
+function siftDown(h: Float64Array, n: number, i: number): void {
+  for (;;) {
+    const l = 2 * i + 1;
+    const r = l + 1;
+    let m = i;
+    if (l < n && h[l] < h[m]) m = l;
+    if (r < n && h[r] < h[m]) m = r;
+    if (m === i) return;
+    const t = h[i];
+    h[i] = h[m];
+    h[m] = t;
+    i = m;
   }
 }
 
@@ -163,25 +221,4 @@ function greedy(logits: Float32Array): Sample {
   const max = logits[best];
   for (let v = 0; v < logits.length; v++) sum += Math.exp(logits[v] - max);
   return { token: best, logprob: -Math.log(sum) };
-}
-
-function logSumExp(z: Float64Array, ids: Uint32Array, n: number): number {
-  let max = -Infinity;
-  for (let i = 0; i < n; i++) if (z[ids[i]] > max) max = z[ids[i]];
-  let sum = 0;
-  for (let i = 0; i < n; i++) sum += Math.exp(z[ids[i]] - max);
-  return max + Math.log(sum);
-}
-
-/** The k-th largest value of z (1-based), by a partial sort of the values near the top. */
-function kthLargest(z: Float64Array, k: number, max: number, scratch: Float64Array): number {
-  for (const margin of [16, 64, Infinity]) {
-    let n = 0;
-    for (let v = 0; v < z.length; v++) if (z[v] >= max - margin) scratch[n++] = z[v];
-    if (n >= k) {
-      const top = scratch.subarray(0, n).sort();
-      return top[n - k];
-    }
-  }
-  throw new Error("unreachable: the whole vocabulary holds at least k values");
 }

@@ -121,3 +121,32 @@ test("bad steps are rejected with a clear error and the engine keeps working", a
   const ok = await plain(PROMPT, 3, 2);
   assert.equal(ok.tokens.length, 2);
 });
+
+test("steps over any subset of live sequences, releases and context growth keep every sequence exact", async () => {
+  const prompts = [[1, 2, 3], [1, 50, 60, 70], [9, 9], [1, 400, 401, 402, 403, 404], [7]];
+  const n = 150; // crosses the 128-position context granule
+  const alone: number[][] = [];
+  for (const [i, p] of prompts.entries()) alone.push((await plain(p, 300 + i, n)).tokens);
+  const ids = prompts.map(() => nextId++);
+  const outs: number[][] = prompts.map(() => []);
+  const appends = prompts.map((p) => p);
+  const live = new Set(prompts.keys());
+  for (let s = 0; live.size > 0; s++) {
+    // alternate between even and odd entries (non-contiguous slots), and all of them
+    const group = [...live].filter((i) => s % 3 === 2 || i % 2 === s % 3);
+    if (group.length === 0) continue;
+    const rs = await engine.step(group.map((i) => ({ seqId: ids[i], append: appends[i], params: T1, seed: 300 + i, maxEmit: 1 })));
+    rs.forEach((r, g) => {
+      const i = group[g];
+      outs[i].push(...r.tokens);
+      appends[i] = r.tokens;
+      // release at different times, so the last slot moves into the freed one
+      if (outs[i].length >= alone[i].length || outs[i].length >= n - 40 * i) {
+        engine.release(ids[i]);
+        live.delete(i);
+      }
+    });
+  }
+  outs.forEach((o, i) => assert.deepEqual(o, alone[i].slice(0, o.length), `sequence ${i}`));
+  assert.ok(outs[0].length > 128);
+});

@@ -4,10 +4,11 @@ Inputs (B sequences, N new tokens each, P cached positions, R rows to sample):
 
     input_ids      int64   [B, N]
     position_ids   int64   [B, N]          absolute position of each new token (a trie node: its depth)
-    attn_mask      float32 [B, 1, N, P+N]  additive: 0 = may attend, MASK_VALUE = may not
+    attn_mask      float32 [B, 1, P+N, N]  additive, key-major: entry [b, 0, t, n] = 0 if new token n
+                                           may attend to position t (past, then new), else MASK_VALUE
     logits_index   int64   [R]             rows of the flattened [B*N] hidden states to project
     past_key.i     float32 [B, KV, P, D]   read-only cache (the engine owns it)
-    past_value.i   float32 [B, KV, P, D]
+    past_value.i   float32 [B, KV, D, P]   values stored transposed
 
 Outputs:
 
@@ -17,8 +18,15 @@ Outputs:
 
 The cache is not concatenated into a ``present`` output: the engine keeps the entries of the
 accepted path only. Attention over the past and the new part is computed separately and joined in
-the (small) score space; grouped KV heads are used by stacking the G query heads of a KV head along
-the row axis ([B, KV, G*N, D]), so nothing expands K or V to all query heads.
+the (small) score space, and it is computed transposed, so that the large operand of both matmuls is
+the cache, read once in place as the streamed left-hand matrix, and only tiny query and probability
+matrices get packed:
+
+    scores^T [P, G*N] = K [P, D] @ q^T [D, G*N]        (+ mask, then softmax over the key axis)
+    out^T    [D, G*N] = V^T [D, P] @ probs^T [P, G*N]
+
+Grouped KV heads are used by stacking the G query heads of a KV head along the column axis
+(column g*N + n), so nothing expands K or V to all query heads.
 """
 
 from __future__ import annotations
@@ -67,8 +75,8 @@ class TrieLlama(nn.Module):
         emb = torch.cat((freqs, freqs), dim=-1)
         cos = emb.cos().unsqueeze(1)  # [B, 1, N, D]
         sin = emb.sin().unsqueeze(1)
-        # the mask of G stacked query heads: [B, 1, G*N, P+N]
-        mask = attn_mask.repeat(1, 1, G, 1)
+        # the mask of G stacked query heads, key-major: [B, 1, P+N, G*N]
+        mask = attn_mask.repeat(1, 1, 1, G)
         P = past[0].shape[2]
         new_kv = []
         for i, layer in enumerate(self.inner.layers):
@@ -80,14 +88,13 @@ class TrieLlama(nn.Module):
             q = q * cos.unsqueeze(2) + rotate_half(q) * sin.unsqueeze(2)
             k = k * cos + rotate_half(k) * sin
             new_kv += [k, v]
-            q = q.reshape(B, KV, G * N, D) * (D**-0.5)
-            past_k, past_v = past[2 * i], past[2 * i + 1]
-            scores = torch.cat(
-                (q @ past_k.transpose(-1, -2), q @ k.transpose(-1, -2)), dim=-1
-            ) + mask
-            probs = torch.softmax(scores, dim=-1)
-            o = probs[..., :P] @ past_v + probs[..., P:] @ v  # [B, KV, G*N, D]
-            o = o.view(B, KV, G, N, D).permute(0, 3, 1, 2, 4).reshape(B, N, KV * G * D)
+            qt = (q.reshape(B, KV, G * N, D) * (D**-0.5)).transpose(-1, -2)  # [B, KV, D, G*N]
+            past_k, past_vt = past[2 * i], past[2 * i + 1]
+            scores = torch.cat((past_k @ qt, k @ qt), dim=-2) + mask  # [B, KV, P+N, G*N]
+            # softmax along the last axis is the fast kernel; the transposes back fuse into the matmuls
+            probs = torch.softmax(scores.transpose(-1, -2), dim=-1)  # [B, KV, G*N, P+N]
+            ot = past_vt @ probs[..., :P].transpose(-1, -2) + v.transpose(-1, -2) @ probs[..., P:].transpose(-1, -2)
+            o = ot.view(B, KV, D, G, N).permute(0, 4, 1, 3, 2).reshape(B, N, KV * G * D)
             h = h + attn.o_proj(o)
             x = rms_norm(h, layer.post_attention_layernorm.weight, self.eps)
             mlp = layer.mlp
@@ -104,18 +111,18 @@ def export_onnx(hf_model: nn.Module, path: str) -> None:
     B, N, P = 2, 3, 4
     ids = torch.zeros(B, N, dtype=torch.int64)
     pos = torch.arange(P, P + N).repeat(B, 1)
-    mask = torch.zeros(B, 1, N, P + N)
+    mask = torch.zeros(B, 1, P + N, N)
     index = torch.arange(B * N, dtype=torch.int64)
-    past = [torch.zeros(B, KV, P, D) for _ in range(2 * L)]
+    past = [torch.zeros((B, KV, P, D) if j % 2 == 0 else (B, KV, D, P)) for j in range(2 * L)]
     past_names = [f"past_{kind}.{i}" for i in range(L) for kind in ("key", "value")]
     new_names = [f"new_{kind}.{i}" for i in range(L) for kind in ("key", "value")]
     dyn = {
         "input_ids": {0: "batch", 1: "new"},
         "position_ids": {0: "batch", 1: "new"},
-        "attn_mask": {0: "batch", 2: "new", 3: "total"},
+        "attn_mask": {0: "batch", 2: "total", 3: "new"},
         "logits_index": {0: "rows"},
         "logits": {0: "rows"},
-        **{n: {0: "batch", 2: "past"} for n in past_names},
+        **{n: {0: "batch", (2 if n.startswith("past_key") else 3): "past"} for n in past_names},
         **{n: {0: "batch", 2: "new"} for n in new_names},
     }
     with torch.no_grad():

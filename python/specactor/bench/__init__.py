@@ -1,0 +1,1 @@
+"""Benchmark helpers the TypeScript benchmarks call (transformers baselines, bandwidth graph)."""
