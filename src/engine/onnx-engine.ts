@@ -65,6 +65,8 @@ export class OnnxEngine implements Engine {
       intraOpNumThreads: threads,
       interOpNumThreads: 1,
       graphOptimizationLevel: "all",
+      // spinning pool threads would hold the cores the sampler needs between runs
+      extra: { session: { intra_op: { allow_spinning: "0" } } },
     });
     return new OnnxEngine(session, meta, threads);
   }
