@@ -1,0 +1,53 @@
+/**
+ * Drafters propose token tries for the verifier to check in one pass. A proposal only decides how
+ * many tokens a step may emit, never which (DESIGN.md section 2): any trie is safe, a good one is fast.
+ *
+ * The rollout core calls `propose` once per verify step with every running request that has budget
+ * left, then `observe` with what was emitted, and `finish` when a request ends. Proposals must stay
+ * within `maxDepth` and `maxNodes` and use vocabulary ids; the core rejects any that does not (and a
+ * drafter that throws), counts the error, and verifies that request without a draft.
+ */
+import type { SamplingParams } from "../sampling/sampler";
+import type { Trie } from "../engine/trie";
+
+export interface DraftRequest {
+  /** The core's id of the request (stable for its lifetime). */
+  id: number;
+  /** Groups requests by prompt: a hash of the prompt tokens unless the caller gives one. */
+  historyKey: string;
+  promptIds: readonly number[];
+  /** Tokens emitted so far (all verified). */
+  output: readonly number[];
+  params: SamplingParams;
+  seed: number;
+  /** Depth limit of the proposal (the remaining budget minus the bonus token, capped by the draft length). */
+  maxDepth: number;
+  maxNodes: number;
+}
+
+export interface Drafter {
+  readonly name: string;
+  propose(requests: DraftRequest[]): Promise<Trie[]>;
+  /** `emitted` tokens were appended to the request (accepted draft tokens, then the sample). */
+  observe?(id: number, emitted: readonly number[], accepted: number): void;
+  /** The request ended; `output` is its whole response (a history drafter learns from it). */
+  finish?(request: DraftRequest, output: readonly number[]): void;
+  close?(): Promise<void>;
+}
+
+/** FNV-1a over the prompt token ids: the default history key. */
+export function promptKey(ids: readonly number[]): string {
+  let h = 0x811c9dc5;
+  for (const t of ids) {
+    for (let s = 0; s < 32; s += 8) {
+      h ^= (t >>> s) & 0xff;
+      h = Math.imul(h, 0x01000193) >>> 0;
+    }
+  }
+  return `${ids.length}:${h.toString(16)}`;
+}
+
+/** A chain trie of `tokens`. */
+export function chain(tokens: readonly number[]): Trie {
+  return { tokens: [...tokens], parents: tokens.map((_, i) => i - 1) };
+}

@@ -1,0 +1,164 @@
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { OnnxEngine } from "../../src/engine/onnx-engine";
+import { RolloutCore, type RolloutRequest, type SpecConfig } from "../../src/rollout/core";
+import type { DraftRequest, Drafter } from "../../src/drafters/drafter";
+import type { Trie } from "../../src/engine/trie";
+import { NgramDrafter } from "../../src/drafters/ngram";
+import { SuffixDrafter } from "../../src/drafters/suffix";
+import { ModelDrafter } from "../../src/drafters/model";
+import type { SamplingParams } from "../../src/sampling/sampler";
+import { deriveSeed } from "../../src/sampling/seeds";
+import { tinyDir } from "./helpers";
+
+let engine: OnnxEngine;
+before(async () => {
+  engine = await OnnxEngine.load(tinyDir());
+});
+after(async () => engine.close());
+
+const PROMPTS = [[1, 17, 42, 99, 7], [1, 300, 301], [5, 6, 7, 5, 6, 7, 5, 6], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]];
+const PARAMS: [string, SamplingParams][] = [
+  ["t0", { temperature: 0, topP: 1, topK: -1 }],
+  ["t0.7-topk-topp", { temperature: 0.7, topP: 0.9, topK: 40 }],
+  ["t1", { temperature: 1, topP: 1, topK: -1 }],
+];
+
+function requests(params: SamplingParams, maxTokens = 40, n = 3): RolloutRequest[] {
+  return PROMPTS.flatMap((p, j) => Array.from({ length: n }, (_, i) => ({ promptIds: p, params, seed: deriveSeed(9, j, i), maxTokens })));
+}
+
+async function rollout(reqs: RolloutRequest[], spec?: SpecConfig, maxBatch = 5) {
+  const core = new RolloutCore(engine, maxBatch, spec);
+  const results = await Promise.all(reqs.map((r) => core.submit(r)));
+  return { results, stats: core.stats };
+}
+
+/** Proposes plain's future tokens, with errors, extra branches and EOS branches mixed in. */
+class OracleDrafter implements Drafter {
+  readonly name = "oracle";
+  private rng = 7;
+  constructor(private readonly truth: Map<number, number[]>, private readonly errorRate: number) {}
+
+  private rand(): number {
+    this.rng = (this.rng * 1103515245 + 12345) % 2147483648;
+    return this.rng / 2147483648;
+  }
+
+  async propose(reqs: DraftRequest[]): Promise<Trie[]> {
+    return reqs.map((r) => {
+      const future = this.truth.get(r.seed)!.slice(r.output.length, r.output.length + 100);
+      const trie: Trie = { tokens: [], parents: [] };
+      let parent = -1;
+      for (let d = 0; d < r.maxDepth && d < future.length && trie.tokens.length < r.maxNodes; d++) {
+        const wrong = this.rand() < this.errorRate;
+        if (this.rand() < 0.3 && trie.tokens.length + 1 < r.maxNodes) {
+          trie.tokens.push(this.rand() < 0.5 ? 2 : (future[d] + 1) % engine.info.vocabSize); // a sibling branch, sometimes EOS
+          trie.parents.push(parent);
+        }
+        trie.tokens.push(wrong ? (future[d] + 3) % engine.info.vocabSize : future[d]);
+        trie.parents.push(parent);
+        parent = trie.tokens.length - 1;
+      }
+      return trie;
+    });
+  }
+}
+
+for (const [name, params] of PARAMS) {
+  test(`speculation with an oracle drafter returns plain's tokens (${name})`, async () => {
+    const reqs = requests(params);
+    const plain = await rollout(reqs);
+    const truth = new Map(reqs.map((r, i) => [r.seed, plain.results[i].tokenIds]));
+    const spec = await rollout(reqs, { drafter: new OracleDrafter(truth, 0.1), draftLen: 6, maxNodes: 10 });
+    spec.results.forEach((r, i) => {
+      assert.deepEqual(r.tokenIds, plain.results[i].tokenIds, `request ${i}`);
+      r.logprobs.forEach((lp, k) => assert.ok(Math.abs(lp - plain.results[i].logprobs[k]) < 1e-4));
+      assert.equal(r.finishReason, plain.results[i].finishReason);
+    });
+    const ds = spec.stats.drafter!;
+    assert.equal(ds.errors, 0);
+    // long accepted paths are exercised: most steps accept several draft tokens
+    assert.ok(ds.acceptedTokens / ds.verifySeqSteps > 2.5, `mean accepted ${ds.acceptedTokens / ds.verifySeqSteps}`);
+    assert.ok(spec.stats.engineSteps < plain.stats.engineSteps / 2);
+  });
+}
+
+test("budget clipping: drafts never run past max tokens, and short budgets still match", async () => {
+  const reqs = requests({ temperature: 1, topP: 1, topK: -1 }, 7, 2);
+  const plain = await rollout(reqs);
+  const truth = new Map(reqs.map((r, i) => [r.seed, plain.results[i].tokenIds]));
+  const spec = await rollout(reqs, { drafter: new OracleDrafter(truth, 0), draftLen: 16, maxNodes: 16 });
+  spec.results.forEach((r, i) => assert.deepEqual(r.tokenIds, plain.results[i].tokenIds));
+  assert.ok(spec.results.every((r) => r.tokenIds.length <= 7));
+});
+
+class BadDrafter implements Drafter {
+  calls = 0;
+  constructor(readonly name: string, private readonly make: (r: DraftRequest, call: number) => Trie) {}
+  async propose(reqs: DraftRequest[]): Promise<Trie[]> {
+    const call = this.calls++;
+    if (this.name === "throws" && call % 2 === 0) throw new Error("boom");
+    return reqs.map((r) => this.make(r, call));
+  }
+}
+
+test("a drafter that throws or proposes bad tries is rejected with a counted error; requests continue exactly", async () => {
+  const reqs = requests({ temperature: 1, topP: 1, topK: -1 }, 20, 2);
+  const plain = await rollout(reqs);
+  const bad: [string, BadDrafter][] = [
+    ["throws", new BadDrafter("throws", () => ({ tokens: [5], parents: [-1] }))],
+    ["out of vocabulary", new BadDrafter("oov", () => ({ tokens: [5, 1e9], parents: [-1, 0] }))],
+    ["over budget", new BadDrafter("deep", (r) => ({ tokens: Array(r.maxDepth + 1).fill(5), parents: Array.from({ length: r.maxDepth + 1 }, (_, i) => i - 1) }))],
+    ["malformed", new BadDrafter("malformed", () => ({ tokens: [5, 6], parents: [1, -1] }))],
+    ["not a trie", new BadDrafter("null", () => null as unknown as Trie)],
+  ];
+  for (const [label, drafter] of bad) {
+    const spec = await rollout(reqs, { drafter, draftLen: 4 });
+    spec.results.forEach((r, i) => assert.deepEqual(r.tokenIds, plain.results[i].tokenIds, label));
+    assert.ok(spec.stats.drafter!.errors > 0, `${label}: errors counted`);
+    assert.ok(spec.stats.drafter!.lastError, label);
+  }
+});
+
+for (const [label, make] of [
+  ["ngram", () => new NgramDrafter()],
+  ["suffix", () => new SuffixDrafter()],
+] as const) {
+  test(`the ${label} drafter is exact and gets acceptances on repetitive text`, async () => {
+    for (const [, params] of PARAMS) {
+      const reqs = requests(params, 60, 3);
+      const plain = await rollout(reqs);
+      const spec = await rollout(reqs, { drafter: make(), draftLen: 4 });
+      spec.results.forEach((r, i) => assert.deepEqual(r.tokenIds, plain.results[i].tokenIds));
+      assert.equal(spec.stats.drafter!.errors, 0);
+      if (params.temperature === 0) assert.ok(spec.stats.drafter!.acceptedTokens > 0);
+    }
+  });
+}
+
+test("the model drafter (same seeded noise) is exact; the policy as its own drafter is accepted whole", async () => {
+  const draftEngine = await OnnxEngine.load(tinyDir());
+  const drafter = new ModelDrafter(draftEngine);
+  for (const [, params] of PARAMS) {
+    const reqs = requests(params, 30, 2);
+    const plain = await rollout(reqs);
+    const spec = await rollout(reqs, { drafter, draftLen: 4 });
+    spec.results.forEach((r, i) => assert.deepEqual(r.tokenIds, plain.results[i].tokenIds));
+    const ds = spec.stats.drafter!;
+    // Gumbel coupling: a drafter equal to the verifier proposes exactly the verifier's samples
+    assert.ok(ds.acceptedTokens >= 0.95 * ds.proposedTokens, `${ds.acceptedTokens} of ${ds.proposedTokens}`);
+  }
+  await drafter.close();
+});
+
+test("the suffix drafter learns from finished siblings: a second epoch accepts more", async () => {
+  const drafter = new SuffixDrafter();
+  const params: SamplingParams = { temperature: 0, topP: 1, topK: -1 };
+  const reqs = requests(params, 40, 1);
+  const first = await rollout(reqs, { drafter, draftLen: 6 });
+  const second = await rollout(reqs, { drafter, draftLen: 6 });
+  second.results.forEach((r, i) => assert.deepEqual(r.tokenIds, first.results[i].tokenIds));
+  assert.ok(second.stats.drafter!.acceptedTokens > first.stats.drafter!.acceptedTokens);
+  assert.ok(drafter.historyDocuments >= 2 * reqs.length);
+});
