@@ -1,9 +1,8 @@
 /** `specactor rollout`: plain (and later speculative) rollouts from a JSONL prompt file. */
 import * as fs from "node:fs";
-import { OnnxEngine } from "../engine/onnx-engine";
 import { resolveModel } from "../models/registry";
 import { readPrompts } from "../rollout/prompts";
-import { runRollout, type RolloutSummary } from "../rollout/run";
+import { DRAFTERS, type DrafterName, runRollout, type RolloutSummary, type EpochSummary } from "../rollout/run";
 import { validateParams } from "../sampling/sampler";
 import { freshSeed } from "../sampling/seeds";
 import { PythonTokenizer } from "../tokenizer/python-tokenizer";
@@ -21,7 +20,12 @@ const OPTIONS: OptSpec[] = [
   { name: "repetition-penalty", type: "number", default: 1, help: "only 1 (off) is supported" },
   { name: "seed", type: "int", metavar: "S", help: "rollout seed (sample i of prompt j uses deriveSeed(S, j, i)); fresh if omitted" },
   { name: "max-batch", type: "int", default: 16, help: "most sequences in one engine step" },
-  { name: "mode", type: "string", default: "plain", metavar: "plain", help: "decoding mode" },
+  { name: "mode", type: "string", default: "plain", metavar: "plain|vanilla", help: "plain decoding, or vanilla speculation (one drafter, fixed draft length)" },
+  { name: "drafter", type: "string", metavar: DRAFTERS.join("|"), help: "the drafter of --mode vanilla" },
+  { name: "draft-len", type: "int", default: 4, metavar: "K", help: "draft depth per verify step (vanilla)" },
+  { name: "drafter-model", type: "string", metavar: "DIR", help: "prepared drafter model for --drafter model (default: the model's truncated drafter)" },
+  { name: "epochs", type: "int", default: 1, metavar: "E", help: "rerun the prompts E times with per-epoch seeds, as RL does" },
+  { name: "drift", type: "number", default: 0, metavar: "SCALE", help: "perturb the weights by this relative scale each epoch (policy drift)" },
   { name: "out", type: "string", required: true, metavar: "OUT.jsonl", help: "one line per sample, written atomically at the end" },
   { name: "summary-json", type: "string", metavar: "FILE", help: "also write the summary as JSON" },
   { name: "threads", type: "int", help: "onnxruntime intra-op threads (default: all cores)" },
@@ -42,7 +46,15 @@ export async function rolloutCommand(argv: string[]): Promise<void> {
     return;
   }
   const a = parseArgs(argv, OPTIONS);
-  if (a.mode !== "plain") throw new UsageError(`--mode ${a.mode} is not supported yet (supported: plain)`);
+  const mode = a.mode as string;
+  if (mode !== "plain" && mode !== "vanilla") throw new UsageError(`--mode ${mode} is not supported (supported: plain, vanilla)`);
+  const drafter = a.drafter as string | undefined;
+  if (mode === "vanilla" && !drafter) throw new UsageError(`--mode vanilla needs --drafter (${DRAFTERS.join(", ")})`);
+  if (drafter !== undefined && !(DRAFTERS as readonly string[]).includes(drafter)) throw new UsageError(`unknown drafter '${drafter}' (known: ${DRAFTERS.join(", ")})`);
+  if (mode === "plain" && drafter) throw new UsageError("--drafter needs --mode vanilla");
+  if ((a["draft-len"] as number) < 1) throw new UsageError(`--draft-len must be >= 1, got ${a["draft-len"]}`);
+  if ((a.epochs as number) < 1) throw new UsageError(`--epochs must be >= 1, got ${a.epochs}`);
+  if ((a.drift as number) < 0) throw new UsageError(`--drift must be >= 0, got ${a.drift}`);
   if (a["repetition-penalty"] !== 1) throw new UsageError(`--repetition-penalty ${a["repetition-penalty"]} is not supported (only 1)`);
   const params = validateParams({ temperature: a.temperature as number, topP: a["top-p"] as number, topK: a["top-k"] as number });
   const n = a.n as number;
@@ -56,6 +68,10 @@ export async function rolloutCommand(argv: string[]): Promise<void> {
   const out = a.out as string;
   const prompts = readPrompts(a.prompts as string);
   const modelDir = await resolveModel(a.model as string);
+  const drafterModel = a["drafter-model"] as string | undefined;
+  if (drafterModel !== undefined && !fs.existsSync(`${drafterModel}/onnx/model.json`)) {
+    throw new UsageError(`--drafter-model ${drafterModel}: not a prepared model directory (no onnx/model.json)`);
+  }
 
   fs.rmSync(out, { force: true }); // a failed run must not leave an old file that looks like its output
   const partial = `${out}.partial`;
@@ -68,18 +84,32 @@ export async function rolloutCommand(argv: string[]): Promise<void> {
     let t = 0;
     const promptIds = prompts.map((p) => ("ids" in p ? p.ids : encoded[t++]));
 
-    const engine = await OnnxEngine.load(modelDir, { threads: a.threads as number | undefined });
-    const progress = new Progress("rollout", promptIds.length * n, !a.quiet);
+    const epochs = a.epochs as number;
+    const progress = new Progress(mode === "plain" ? "rollout" : `vanilla/${drafter}`, promptIds.length * n * epochs, !a.quiet);
     const { records, summary } = await runRollout(
-      engine,
-      { promptIds, n, maxTokens, params, seed, maxBatch },
+      {
+        modelDir,
+        promptIds,
+        n,
+        maxTokens,
+        params,
+        seed,
+        maxBatch,
+        epochs,
+        drift: a.drift as number,
+        mode,
+        drafter: drafter as DrafterName | undefined,
+        draftLen: a["draft-len"] as number,
+        drafterModelDir: a["drafter-model"] as string | undefined,
+        threads: a.threads as number | undefined,
+      },
       { onTokens: (k) => progress.addTokens(k), onSample: () => progress.complete() },
     );
     progress.finish();
-    await engine.close();
     const texts2 = tokenizer ? await tokenizer.decode(records.map((r) => r.token_ids)) : records.map(() => null);
     const lines = records.map((r, i) =>
       JSON.stringify({
+        epoch: r.epoch,
         prompt_index: r.prompt_index,
         sample_index: r.sample_index,
         seed: r.seed,
@@ -100,9 +130,15 @@ export async function rolloutCommand(argv: string[]): Promise<void> {
 }
 
 export function printSummary(s: RolloutSummary): void {
-  process.stderr.write(
-    `summary: engine=${s.engine} mode=${s.mode} samples=${s.samples} tokens=${s.generated_tokens} ` +
-      `wall=${s.wall_s}s tokens/s=${s.tokens_per_s} steps=${s.engine_steps} ` +
-      `mean_occupancy=${s.mean_batch_occupancy} peak_batch=${s.peak_batch} seed=${s.seed}\n`,
-  );
+  const line = (label: string, e: Omit<EpochSummary, "epoch" | "model">) => {
+    const d = e.drafter;
+    return (
+      `${label}: tokens=${e.generated_tokens} wall=${e.wall_s}s tokens/s=${e.tokens_per_s} steps=${e.engine_steps} ` +
+      `mean_occupancy=${e.mean_batch_occupancy} peak_batch=${e.peak_batch}` +
+      (d ? ` drafter=${d.name} verify_steps=${d.verify_steps} accepted/verify_step=${d.mean_accepted_per_verify_step} acceptance=${d.acceptance_rate} drafter_errors=${d.errors}` : "") +
+      ("kl_from_previous" in e && e.kl_from_previous !== undefined ? ` kl_from_previous=${e.kl_from_previous}` : "")
+    );
+  };
+  if (s.epochs > 1) for (const e of s.per_epoch) process.stderr.write(line(`epoch ${e.epoch}`, e) + "\n");
+  process.stderr.write(`summary: engine=${s.engine} mode=${s.mode} samples=${s.samples} seed=${s.seed} ` + line("", s).slice(2) + "\n");
 }

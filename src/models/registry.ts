@@ -34,26 +34,70 @@ export function isPrepared(dir: string): boolean {
   return fs.existsSync(path.join(dir, "manifest.json"));
 }
 
-/** Prepares `name` unless already cached; returns its directory. Python's progress goes to stderr. */
-export async function prepareModel(name: ModelName): Promise<string> {
-  const dir = preparedDir(name);
-  if (isPrepared(dir)) return dir;
+/** Runs a Python module of the project with progress on stderr; throws on failure. */
+async function runPythonModule(args: string[], what: string): Promise<void> {
   const py = pythonBin();
   if (!fs.existsSync(py)) {
     throw new Error(`the Python environment is missing (${py}); run \`make setup\` first`);
   }
-  process.stderr.write(`preparing model ${name} into ${dir} (first time only)\n`);
   const code = await new Promise<number>((resolve, reject) => {
-    const child = spawn(
-      py,
-      ["-m", "specactor.models.prepare", name, dir, "--downloads", path.join(cacheDir(), "downloads")],
-      { stdio: ["ignore", "inherit", "inherit"], env: { ...process.env, PYTHONPATH: path.join(projectRoot(), "python") } },
-    );
+    const child = spawn(py, args, {
+      stdio: ["ignore", "inherit", "inherit"],
+      env: { ...process.env, PYTHONPATH: path.join(projectRoot(), "python") },
+    });
     child.on("error", reject);
     child.on("exit", (c) => resolve(c ?? 1));
   });
-  if (code !== 0 || !isPrepared(dir)) throw new Error(`preparing model ${name} failed (exit ${code})`);
+  if (code !== 0) throw new Error(`${what} failed (exit ${code})`);
+}
+
+/** Prepares `name` unless already cached; returns its directory. Python's progress goes to stderr. */
+export async function prepareModel(name: ModelName): Promise<string> {
+  const dir = preparedDir(name);
+  if (isPrepared(dir)) return dir;
+  process.stderr.write(`preparing model ${name} into ${dir} (first time only)\n`);
+  await runPythonModule(
+    ["-m", "specactor.models.prepare", name, dir, "--downloads", path.join(cacheDir(), "downloads")],
+    `preparing model ${name}`,
+  );
+  if (!isPrepared(dir)) throw new Error(`preparing model ${name} left no manifest in ${dir}`);
   return dir;
+}
+
+/**
+ * The model of epoch `epoch` under drift `scale`: epoch 0 is `base`; epoch e perturbs epoch e-1's
+ * weights (python/specactor/models/drift.py). Cached beside the base directory.
+ */
+export async function driftedModel(base: string, scale: number, epoch: number): Promise<string> {
+  if (epoch === 0 || scale === 0) return base;
+  const dir = path.join(path.dirname(base), `${path.basename(base)}.drift${scale}`, `epoch${epoch}`);
+  if (isPrepared(dir)) return dir;
+  const previous = await driftedModel(base, scale, epoch - 1);
+  process.stderr.write(`preparing epoch ${epoch} of ${path.basename(base)} with drift ${scale}\n`);
+  await runPythonModule(
+    ["-m", "specactor.models.drift", "make", previous, dir, "--scale", String(scale), "--epoch", String(epoch)],
+    `drifting model to epoch ${epoch}`,
+  );
+  return dir;
+}
+
+/** Mean per-token KL(p_a || p_b) over the given sequences (JSONL of {ids, start}), via Python. */
+export async function meanKl(a: string, b: string, sequencesFile: string): Promise<number> {
+  const { spawnSync } = await import("node:child_process");
+  const r = spawnSync(pythonBin(), ["-m", "specactor.models.drift", "kl", a, b, "--sequences", sequencesFile], {
+    encoding: "utf8",
+    env: { ...process.env, PYTHONPATH: path.join(projectRoot(), "python") },
+  });
+  if (r.status !== 0) throw new Error(`KL between epochs failed:\n${r.stderr}`);
+  return (JSON.parse(r.stdout.trim().split("\n").pop()!) as { mean_kl: number }).mean_kl;
+}
+
+/** The prepared drafter directories of a model (layer-truncated copies), first is the default. */
+export function drafterDirs(modelDir: string): string[] {
+  const manifest = path.join(modelDir, "manifest.json");
+  if (!fs.existsSync(manifest)) return [];
+  const names = (JSON.parse(fs.readFileSync(manifest, "utf8")) as { drafters?: string[] }).drafters ?? [];
+  return names.map((n) => path.join(modelDir, "drafters", n));
 }
 
 /**

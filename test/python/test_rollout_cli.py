@@ -37,7 +37,8 @@ def test_output_format_and_seed_derivation(tiny_dir, tmp_path):
     from specactor.sampling import derive_seed
 
     for r in rows:
-        assert set(r) == {"prompt_index", "sample_index", "seed", "token_ids", "text", "logprobs", "finish_reason"}
+        assert set(r) == {"epoch", "prompt_index", "sample_index", "seed", "token_ids", "text", "logprobs", "finish_reason"}
+        assert r["epoch"] == 0
         assert r["seed"] == derive_seed(9, r["prompt_index"], r["sample_index"])
         assert len(r["logprobs"]) == len(r["token_ids"]) and all(lp <= 0 for lp in r["logprobs"])
         assert r["finish_reason"] == ("stop" if r["token_ids"][-1] == 2 else "length")
@@ -105,6 +106,13 @@ def bad(tmp_path, *args, prompts_text=None):
         (("--max-tokens", "-3"), None, "--max-tokens must be >= 1"),
         (("--repetition-penalty", "1.2"), None, "repetition-penalty 1.2 is not supported"),
         (("--mode", "eagle"), None, "--mode eagle is not supported"),
+        (("--mode", "vanilla"), None, "--mode vanilla needs --drafter"),
+        (("--mode", "vanilla", "--drafter", "eagle"), None, "unknown drafter 'eagle'"),
+        (("--drafter", "ngram"), None, "--drafter needs --mode vanilla"),
+        (("--mode", "vanilla", "--drafter", "ngram", "--draft-len", "0"), None, "--draft-len must be >= 1"),
+        (("--epochs", "0"), None, "--epochs must be >= 1"),
+        (("--drift", "-0.1"), None, "--drift must be >= 0"),
+        (("--mode", "vanilla", "--drafter", "model", "--drafter-model", "/nonexistent"), None, "not a prepared model directory"),
         (("--frequency-penalty", "0.5"), None, "unknown option --frequency-penalty"),
         (("--seed", "-1"), None, "--seed must be an integer"),
     ],
