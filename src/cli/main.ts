@@ -4,6 +4,7 @@ import { gsm8kPrompts } from "../data/gsm8k";
 import { type OptSpec, UsageError, helpText, parseArgs } from "./args";
 import { rolloutCommand } from "./rollout";
 import { benchEngineCommand } from "./bench-engine";
+import { compareCommand } from "./compare";
 
 const COMMANDS = `usage: specactor <command> [options]
 
@@ -11,6 +12,7 @@ commands:
   prepare-model smollm2|tiny   convert and cache a model; prints its directory as the last line
   rollout                      generate samples for a prompt file (see rollout --help)
   prompts                      print the built-in GSM8K-style prompt set as JSONL
+  compare                      plain vs speculative rollouts side by side: speed-up, acceptance, exactness
   bench-engine                 engine step cost vs the memory bound and transformers (see --help)
 
 Run \`specactor <command> --help\` for a command's options.
@@ -51,6 +53,8 @@ export async function main(argv = process.argv.slice(2)): Promise<void> {
         return await rolloutCommand(rest);
       case "prompts":
         return promptsCommand(rest);
+      case "compare":
+        return await compareCommand(rest);
       case "bench-engine":
         return await benchEngineCommand(rest);
       case undefined:
@@ -59,7 +63,7 @@ export async function main(argv = process.argv.slice(2)): Promise<void> {
         process.stdout.write(COMMANDS);
         return;
       default:
-        throw new UsageError(`unknown command '${cmd}' (commands: prepare-model, rollout, prompts, bench-engine)`);
+        throw new UsageError(`unknown command '${cmd}' (commands: prepare-model, rollout, compare, prompts, bench-engine)`);
     }
   } catch (e) {
     process.stderr.write(`specactor: error: ${e instanceof Error ? e.message : String(e)}\n`);

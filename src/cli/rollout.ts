@@ -8,6 +8,7 @@ import { freshSeed } from "../sampling/seeds";
 import { PythonTokenizer } from "../tokenizer/python-tokenizer";
 import { type OptSpec, UsageError, helpText, parseArgs } from "./args";
 import { Progress } from "./progress";
+import { loadPromptIds } from "./prompt-input";
 
 const OPTIONS: OptSpec[] = [
   { name: "model", type: "string", default: "smollm2", metavar: "smollm2|tiny|DIR", help: "model name or prepared directory" },
@@ -66,7 +67,7 @@ export async function rolloutCommand(argv: string[]): Promise<void> {
   const seed = (a.seed as number | undefined) ?? freshSeed();
   if (seed < 0 || !Number.isSafeInteger(seed)) throw new UsageError(`--seed must be an integer in [0, 2^53), got ${seed}`);
   const out = a.out as string;
-  const prompts = readPrompts(a.prompts as string);
+  readPrompts(a.prompts as string); // bad input fails before any model work
   const modelDir = await resolveModel(a.model as string);
   const drafterModel = a["drafter-model"] as string | undefined;
   if (drafterModel !== undefined && !fs.existsSync(`${drafterModel}/onnx/model.json`)) {
@@ -77,13 +78,9 @@ export async function rolloutCommand(argv: string[]): Promise<void> {
   const partial = `${out}.partial`;
   let tokenizer: PythonTokenizer | undefined;
   try {
-    const needsText = prompts.some((p) => "text" in p);
-    if (needsText || a.decode) tokenizer = await PythonTokenizer.load(modelDir);
-    const texts = prompts.flatMap((p) => ("text" in p ? [p.text] : []));
-    const encoded = texts.length > 0 ? await tokenizer!.encodeChat(texts) : [];
-    let t = 0;
-    const promptIds = prompts.map((p) => ("ids" in p ? p.ids : encoded[t++]));
-
+    const loaded = await loadPromptIds(a.prompts as string, modelDir, Boolean(a.decode));
+    tokenizer = loaded.tokenizer;
+    const promptIds = loaded.promptIds;
     const epochs = a.epochs as number;
     const progress = new Progress(mode === "plain" ? "rollout" : `vanilla/${drafter}`, promptIds.length * n * epochs, !a.quiet);
     const { records, summary } = await runRollout(

@@ -2,16 +2,13 @@
  * Suffix drafting in the manner of SuffixDecoding (Oliaro et al., 2024): suffix tries of bounded depth
  * over the request's own prompt and output, and over a history store keyed by prompt (earlier
  * epochs' responses and finished siblings of the same GRPO group). The longest suffix of the current
- * sequence that occurs in a trie with a continuation is matched, and a speculation tree is grown from
- * it best-first by empirical frequency,
- *
- *     score(path) = prod over its edges of count(child) / count(parent)
- *
- * keeping nodes whose score is at least `minScore`, up to alpha * (match length) nodes (adaptive: a
- * long match earns a long draft) and the step's node and depth budget.
+ * sequence that occurs in a trie with a continuation is matched, and a draft is grown from it that
+ * follows the request's own sampling noise (see `SuffixTrie.grow`), up to alpha * (match length)
+ * nodes (adaptive: a long match earns a long draft) and the step's node and depth budget.
  */
 import type { Trie } from "../engine/trie";
 import type { DraftRequest, Drafter } from "./drafter";
+import { gumbel } from "../sampling/sampler";
 
 /** A trie of every substring (up to `depth` tokens) of the documents appended to it, with counts. */
 export class SuffixTrie {
@@ -69,32 +66,58 @@ export class SuffixTrie {
     return { node: -1, length: 0 };
   }
 
-  /** Best-first speculation tree below `node`. */
-  grow(node: number, maxNodes: number, maxDepth: number, minScore: number): Trie {
+  /**
+   * A speculation tree below `node` that follows the request's own noise: at each depth d the child
+   * maximising log count(child) + G(d, token) continues the chain, the same Gumbel-max rule the
+   * verifier applies to its logits. Where the empirical frequencies are proportional to the target's
+   * probabilities on the candidates, the chain holds the verifier's choice whenever any candidate
+   * does, so one chain does the work of a tree of every candidate. Spare node budget adds the
+   * runner-up candidates as side branches. The chain stops where the chosen child's frequency share
+   * falls below `minScore`.
+   */
+  grow(node: number, maxNodes: number, maxDepth: number, minScore: number, noise: (depth: number, token: number) => number): Trie {
     const trie: Trie = { tokens: [], parents: [] };
-    // frontier entries: [score, trie node, parent index in the trie, depth]
-    const frontier: [number, number, number, number][] = [];
-    const push = (from: number, parentIdx: number, score: number, depth: number) => {
-      const m = this.kids[from];
-      if (!m || depth > maxDepth) return;
-      for (const [, c] of m) {
-        const s = (score * this.counts[c]) / this.counts[from];
-        if (s >= minScore) frontier.push([s, c, parentIdx, depth]);
+    const spare: [number, number, number][] = []; // [share, token, parent index]
+    let parentIdx = -1;
+    for (let depth = 1; depth <= maxDepth && trie.tokens.length < maxNodes; depth++) {
+      const m = this.kids[node];
+      if (!m || m.size === 0) break;
+      let best = -1;
+      let bestScore = -Infinity;
+      for (const c of m.values()) {
+        const score = Math.log(this.counts[c]) + noise(depth, this.labels[c]);
+        if (score > bestScore) {
+          bestScore = score;
+          best = c;
+        }
       }
-    };
-    push(node, -1, 1, 1);
-    while (frontier.length > 0 && trie.tokens.length < maxNodes) {
-      let best = 0;
-      for (let i = 1; i < frontier.length; i++) if (frontier[i][0] > frontier[best][0]) best = i;
-      const [score, c, parentIdx, depth] = frontier[best];
-      frontier.splice(best, 1);
-      trie.tokens.push(this.labels[c]);
+      if (this.counts[best] / this.counts[node] < minScore) break;
+      for (const c of m.values()) if (c !== best) spare.push([this.counts[c] / this.counts[node], this.labels[c], parentIdx]);
+      trie.tokens.push(this.labels[best]);
       trie.parents.push(parentIdx);
-      push(c, trie.tokens.length - 1, score, depth + 1);
+      parentIdx = trie.tokens.length - 1;
+      node = best;
     }
-    return trie;
+    spare.sort((a, b) => b[0] - a[0]);
+    for (const [share, token, parent] of spare) {
+      if (trie.tokens.length >= maxNodes || share < minScore) break;
+      trie.tokens.push(token);
+      trie.parents.push(parent);
+    }
+    return sortParentsFirst(trie);
   }
+}
 
+/** Reorders a trie so every parent precedes its children (side branches were appended last). */
+function sortParentsFirst(trie: Trie): Trie {
+  const n = trie.tokens.length;
+  const children: number[][] = Array.from({ length: n + 1 }, () => []);
+  trie.parents.forEach((p, i) => children[p + 1].push(i));
+  const order: number[] = [];
+  const visit = (p: number) => children[p + 1].forEach((c) => (order.push(c), visit(c)));
+  visit(-1);
+  const newIndex = new Map(order.map((old, i) => [old, i]));
+  return { tokens: order.map((i) => trie.tokens[i]), parents: order.map((i) => (trie.parents[i] < 0 ? -1 : newIndex.get(trie.parents[i])!)) };
 }
 
 interface OwnState {
@@ -152,7 +175,10 @@ export class SuffixDrafter implements Drafter {
     }
     if (!best) return { tokens: [], parents: [] };
     const nodes = Math.min(r.maxNodes, Math.max(1, Math.ceil(this.opts.alpha * best.length)));
-    return best.trie.grow(best.node, nodes, r.maxDepth, this.opts.minScore);
+    const depth = Math.min(r.maxDepth, nodes);
+    // the draft token at depth d sits at absolute position (prompt + output length) + d - 1
+    const base = r.promptIds.length + r.output.length - 1;
+    return best.trie.grow(best.node, nodes, depth, this.opts.minScore, (d, token) => gumbel(r.seed, base + d, token));
   }
 
   observe(id: number, emitted: readonly number[]): void {
