@@ -133,16 +133,21 @@ export interface SuffixOptions {
   minScore: number;
   /** Prompt tokens indexed with each history document (enough to match the generation's start). */
   promptTail: number;
+  /** The cross-prompt trie starts afresh past this many nodes (bounded memory). */
+  globalNodes: number;
 }
 
 export class SuffixDrafter implements Drafter {
   readonly name = "suffix";
   private readonly history = new Map<string, SuffixTrie>();
+  /** Every finished response, whatever its prompt: phrasing that recurs across prompts. */
+  private global: SuffixTrie;
   private readonly own = new Map<number, OwnState>();
   private readonly opts: SuffixOptions;
 
   constructor(opts: Partial<SuffixOptions> = {}) {
-    this.opts = { maxMatch: 16, alpha: 2, minScore: 0.1, promptTail: 32, ...opts };
+    this.opts = { maxMatch: 16, alpha: 2, minScore: 0.1, promptTail: 32, globalNodes: 2_000_000, ...opts };
+    this.global = new SuffixTrie(this.opts.maxMatch + 32);
   }
 
   /** Documents indexed in the history store (for stats and tests). */
@@ -166,7 +171,8 @@ export class SuffixDrafter implements Drafter {
 
   private one(r: DraftRequest): Trie {
     const seq = [...r.promptIds.slice(-this.opts.maxMatch), ...r.output];
-    const candidates = [this.history.get(r.historyKey), this.ownState(r).trie];
+    // on equal match lengths the earlier source wins: same prompt, then own text, then any prompt
+    const candidates = [this.history.get(r.historyKey), this.ownState(r).trie, this.global];
     let best: { trie: SuffixTrie; node: number; length: number } | undefined;
     for (const t of candidates) {
       if (!t) continue;
@@ -192,6 +198,8 @@ export class SuffixDrafter implements Drafter {
     let t = this.history.get(r.historyKey);
     if (!t) this.history.set(r.historyKey, (t = new SuffixTrie(this.opts.maxMatch + 32)));
     t.add([...r.promptIds.slice(-this.opts.promptTail), ...output]);
+    if (this.global.size > this.opts.globalNodes) this.global = new SuffixTrie(this.opts.maxMatch + 32);
+    this.global.add(output);
     this.historyDocuments++;
   }
 }
