@@ -72,26 +72,31 @@ export class SuffixTrie {
    * verifier applies to its logits. Where the empirical frequencies are proportional to the target's
    * probabilities on the candidates, the chain holds the verifier's choice whenever any candidate
    * does, so one chain does the work of a tree of every candidate. Spare node budget adds the
-   * runner-up candidates as side branches. The chain stops where the chosen child's frequency share
-   * falls below `minScore`.
+   * runner-up candidates as side branches. The chain stops where the estimated chance that the
+   * verifier walks that far (the product of `winProbability` along it) falls below `minScore`.
    */
   grow(node: number, maxNodes: number, maxDepth: number, minScore: number, noise: (depth: number, token: number) => number): Trie {
     const trie: Trie = { tokens: [], parents: [] };
     const spare: [number, number, number][] = []; // [share, token, parent index]
     let parentIdx = -1;
+    let reach = 1; // estimated probability that the verifier walks this far
     for (let depth = 1; depth <= maxDepth && trie.tokens.length < maxNodes; depth++) {
       const m = this.kids[node];
       if (!m || m.size === 0) break;
       let best = -1;
       let bestScore = -Infinity;
+      let bestNoise = 0;
       for (const c of m.values()) {
-        const score = Math.log(this.counts[c]) + noise(depth, this.labels[c]);
+        const g = noise(depth, this.labels[c]);
+        const score = Math.log(this.counts[c]) + g;
         if (score > bestScore) {
           bestScore = score;
           best = c;
+          bestNoise = g;
         }
       }
-      if (this.counts[best] / this.counts[node] < minScore) break;
+      reach *= winProbability(this.counts[best] / (this.counts[node] + PSEUDO_COUNT), bestNoise);
+      if (reach < minScore) break;
       for (const c of m.values()) if (c !== best) spare.push([this.counts[c] / this.counts[node], this.labels[c], parentIdx]);
       trie.tokens.push(this.labels[best]);
       trie.parents.push(parentIdx);
@@ -106,6 +111,17 @@ export class SuffixTrie {
     }
     return sortParentsFirst(trie);
   }
+}
+
+/** Continuations never seen yet: the estimate share = count / (total + PSEUDO_COUNT) stays below 1. */
+const PSEUDO_COUNT = 1;
+
+/**
+ * The chance that a token of probability p wins the verifier's Gumbel-max draw given its own noise g:
+ * the best of the other tokens is Gumbel(log(1 - p)), so P(log p + g > it) = exp(-(1 - p) / p * e^-g).
+ */
+export function winProbability(p: number, g: number): number {
+  return Math.exp((-(1 - p) / p) * Math.exp(-g));
 }
 
 /** Reorders a trie so every parent precedes its children (side branches were appended last). */
@@ -146,7 +162,7 @@ export class SuffixDrafter implements Drafter {
   private readonly opts: SuffixOptions;
 
   constructor(opts: Partial<SuffixOptions> = {}) {
-    this.opts = { maxMatch: 16, alpha: 2, minScore: 0.1, promptTail: 32, globalNodes: 2_000_000, ...opts };
+    this.opts = { maxMatch: 16, alpha: 2, minScore: 0.05, promptTail: 32, globalNodes: 2_000_000, ...opts };
     this.global = new SuffixTrie(this.opts.maxMatch + 32);
   }
 
