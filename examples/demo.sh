@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # `make demo`: SmolLM2-135M-Instruct answering generated GSM8K-style problems through our own
-# in-process ONNX engine, with the seeded exact sampler. Outputs land in out/.
+# in-process ONNX engine, plain and with exact speculative decoding side by side: two RL-style epochs
+# (the second on a slightly drifted policy), the speed-up per epoch, and the check that speculation
+# returned exactly plain's tokens. Outputs land in out/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p out
 CLI="node bin/specactor.js"
-echo "== plain rollout: SmolLM2-135M-Instruct, 16 GSM8K-style prompts x 2 samples, 128 max tokens"
-$CLI rollout --model smollm2 --prompts gsm8k:16 --n 2 --max-tokens 128 \
-  --temperature 0.7 --top-p 0.95 --seed 2026 --max-batch 16 \
-  --out out/demo.jsonl --summary-json out/demo.summary.json
+echo "== SmolLM2-135M-Instruct: 4 GSM8K-style prompts x 4 samples (a GRPO group each), 96 max tokens,"
+echo "   T=0.7 top-p=0.95, 2 epochs with policy drift; plain vs vanilla speculation (suffix drafter)"
+$CLI compare --model smollm2 --prompts gsm8k:4 --n 4 --max-tokens 96 --epochs 2 --drift 0.01 \
+  --temperature 0.7 --top-p 0.95 --seed 2026 --max-batch 1 --modes plain,suffix --json out/demo.compare.json
 echo
-echo "== first sample (out/demo.jsonl):"
+echo "== one sample, decoded (out/demo.jsonl):"
+$CLI rollout --model smollm2 --prompts gsm8k:1 --n 1 --max-tokens 96 --temperature 0.7 --top-p 0.95 \
+  --seed 2026 --mode vanilla --drafter suffix --out out/demo.jsonl --quiet 2>/dev/null
 node -e '
 const fs = require("fs");
 const [first] = fs.readFileSync("out/demo.jsonl", "utf8").trim().split("\n").map(JSON.parse);

@@ -52,3 +52,17 @@ def test_epochs_reseed_and_drift_moves_the_model(tiny_dir, tmp_path):
     # the epoch-1 model is the drifted one: plain on it gives the same tokens as speculation did
     plain, _ = rollout(tiny_dir, tmp_path, "p", "--epochs", "2", "--drift", "0.05")
     assert [r["token_ids"] for r in plain] == [r["token_ids"] for r in rows]
+
+
+def test_smollm2_vanilla_equals_plain(smollm2_dir, tmp_path):
+    """A shorter exactness check on the real model: chat prompts, T=1, every model-free drafter."""
+    prompts = write_jsonl(tmp_path / "p.jsonl", [{"prompt_ids": [1, 520, 9531, 198, 504, 3458, 314, 216, 33, 34, 35, 30]},
+                                                  {"prompt_ids": [1, 4093, 198, 6121, 282, 253, 2150, 30, 2, 198, 1, 520, 9531, 198]}])
+    outs = {}
+    for mode in ("plain", "ngram", "suffix"):
+        out = tmp_path / f"{mode}.jsonl"
+        extra = () if mode == "plain" else ("--mode", "vanilla", "--drafter", mode)
+        run_cli("rollout", "--model", str(smollm2_dir), "--prompts", str(prompts), "--n", "2", "--max-tokens", "40",
+                "--seed", "11", "--max-batch", "4", "--out", str(out), "--quiet", *extra)
+        outs[mode] = [r["token_ids"] for r in read_jsonl(out)]
+    assert outs["ngram"] == outs["plain"] and outs["suffix"] == outs["plain"]
