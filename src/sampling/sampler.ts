@@ -15,7 +15,7 @@
  * Top-p's mass comparisons use probabilities as exp(z - max) / sum in float64; a token sitting exactly
  * on the P boundary may resolve differently from Python's (which sums pairwise), a measure-zero case.
  */
-import { DOMAIN_SAMPLE, MAX_SEED, fillBits53, keyParity, seedKey, threefryBits53 } from "./threefry";
+import { DOMAIN_SAMPLE, MAX_SEED, bits53, fillBits53, keyParity, seedKey } from "./threefry";
 
 export interface SamplingParams {
   temperature: number;
@@ -43,7 +43,7 @@ export function validateParams(p: SamplingParams): SamplingParams {
 /** G(seed, position, token) = -log(-log U): the Gumbel noise the sampler adds to z (for drafters). */
 export function gumbel(seed: number, position: number, token: number): number {
   const [k0, k1] = seedKey(seed, DOMAIN_SAMPLE);
-  return -Math.log(-Math.log((threefryBits53(position, token, k0, k1, keyParity(k0, k1)) + 0.5) / MAX_SEED));
+  return -Math.log(-Math.log((bits53(position, token, k0, k1) + 0.5) / MAX_SEED));
 }
 
 export interface Sample {

@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { threefry2x32, uniform } from "../../src/sampling/threefry";
+import { bits53, fillBits53, keyParity, threefry2x32, uniform } from "../../src/sampling/threefry";
 import { deriveSeed, freshSeed } from "../../src/sampling/seeds";
 import { Sampler, validateParams } from "../../src/sampling/sampler";
 import { vectors } from "./helpers";
@@ -14,6 +14,14 @@ test("threefry2x32_20 matches Random123's known answers and the shared vectors",
     threefry2x32(c.counter[0], c.counter[1], c.key[0], c.key[1], out);
     assert.deepEqual([out[0], out[1]], c.out);
   }
+});
+
+test("the four-lane bulk generator equals the scalar one, remainder included", () => {
+  const ids = Uint32Array.from({ length: 23 }, (_, i) => (i * 2654435761) >>> 0);
+  const out = new Float64Array(ids.length);
+  const [k0, k1] = [0x13198a2e, 0x03707344];
+  fillBits53(77, ids, ids.length, k0, k1, keyParity(k0, k1), out);
+  ids.forEach((id, i) => assert.equal(out[i], bits53(77, id, k0, k1)));
 });
 
 test("53-bit uniforms and derived seeds are bit-identical to Python's", () => {
