@@ -12,7 +12,7 @@ export npm_config_cache := $(abspath $(CACHE)/npm)
 export SPECACTOR_CACHE := $(abspath $(CACHE))
 NODE_BIN := node bin/specactor.js
 
-.PHONY: setup demo test test-ts test-python models clean
+.PHONY: setup demo test test-ts test-python lint models clean
 
 setup: $(STAMPS)/venv $(STAMPS)/npm dist/.built
 
@@ -47,7 +47,12 @@ demo: models
 	@bash examples/demo.sh
 
 test: models
-	@$(MAKE) --no-print-directory test-ts test-python
+	@$(MAKE) --no-print-directory lint test-ts test-python
+
+lint: setup
+	@echo "== lint (ruff; TypeScript is type-checked by the build)"
+	@$(VENV)/bin/ruff check python test/python
+	@$(VENV)/bin/ruff format --check python test/python
 
 test-ts: setup
 	@echo "== typescript tests"

@@ -41,9 +41,7 @@ _PARITY = 0x1BD11BDA
 _M32 = 0xFFFFFFFF
 
 
-def threefry2x32(
-    c0: np.ndarray, c1: np.ndarray, k0: int, k1: int
-) -> tuple[np.ndarray, np.ndarray]:
+def threefry2x32(c0: np.ndarray, c1: np.ndarray, k0: int, k1: int) -> tuple[np.ndarray, np.ndarray]:
     """Threefry-2x32-20 of counters ``(c0, c1)`` (uint32 arrays) under key ``(k0, k1)``."""
     with np.errstate(over="ignore"):
         ks = (np.uint32(k0), np.uint32(k1), np.uint32((k0 ^ k1 ^ _PARITY) & _M32))
@@ -147,9 +145,7 @@ def processed_logprobs(logits: np.ndarray, params: SamplingParams) -> np.ndarray
     return out
 
 
-def sample(
-    logits: np.ndarray, params: SamplingParams, seed: int, position: int
-) -> tuple[int, float]:
+def sample(logits: np.ndarray, params: SamplingParams, seed: int, position: int) -> tuple[int, float]:
     """The token at absolute ``position`` and its log-prob, given the logits computed at position-1.
 
     The score compared is ``z_v + G_v`` (not ``log p~_v + G_v``): the same argmax, and the exact

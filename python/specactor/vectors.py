@@ -40,13 +40,30 @@ def build() -> dict:
         x0, x1 = threefry2x32(np.array([c[0]], np.uint32), np.array([c[1]], np.uint32), *k)
         threefry.append({"counter": c, "key": k, "out": [int(x0[0]), int(x1[0])]})
     uni = []
-    for seed, pos, tok in [(0, 0, 0), (1, 0, 0), (42, 17, 3), (2**53 - 1, 2**32 - 1, 49151), (123456789012345, 1000, 777)]:
-        uni.append({"seed": seed, "position": pos, "token": tok, "u": float(uniforms(seed, pos, np.array([tok]))[0])})
-    derived = [{"seed": s, "a": a, "b": b, "derived": derive_seed(s, a, b)} for s, a, b in [(0, 0, 0), (7, 3, 1), (2**53 - 1, 5, 9), (1234, 0, 65535)]]
+    for seed, pos, tok in [
+        (0, 0, 0),
+        (1, 0, 0),
+        (42, 17, 3),
+        (2**53 - 1, 2**32 - 1, 49151),
+        (123456789012345, 1000, 777),
+    ]:
+        uni.append(
+            {"seed": seed, "position": pos, "token": tok, "u": float(uniforms(seed, pos, np.array([tok]))[0])}
+        )
+    derived = [
+        {"seed": s, "a": a, "b": b, "derived": derive_seed(s, a, b)}
+        for s, a, b in [(0, 0, 0), (7, 3, 1), (2**53 - 1, 5, 9), (1234, 0, 65535)]
+    ]
     cases = []
     configs = [
-        (1.0, 1.0, -1), (0.7, 1.0, -1), (1.0, 1.0, 5), (1.0, 0.9, -1), (0.7, 0.95, 20), (0.0, 1.0, -1),
-        (1.3, 0.5, 3), (1.0, 1.0, 64),
+        (1.0, 1.0, -1),
+        (0.7, 1.0, -1),
+        (1.0, 1.0, 5),
+        (1.0, 0.9, -1),
+        (0.7, 0.95, 20),
+        (0.0, 1.0, -1),
+        (1.3, 0.5, 3),
+        (1.0, 1.0, 64),
     ]
     for ci, (t, p, k) in enumerate(configs):
         for scale in (1.0, 4.0):
@@ -57,15 +74,17 @@ def build() -> dict:
             seed, position = int(rng.integers(0, 2**53)), int(rng.integers(0, 5000))
             token, logprob = sample(np.array(logits, np.float32), params, seed, position)
             lp = processed_logprobs(np.array(logits, np.float32), params)
-            cases.append({
-                "logits": logits,
-                "params": {"temperature": t, "top_p": p, "top_k": k},
-                "seed": seed,
-                "position": position,
-                "processed_logprobs": [None if not math.isfinite(x) else float(x) for x in lp],
-                "token": token,
-                "logprob": logprob,
-            })
+            cases.append(
+                {
+                    "logits": logits,
+                    "params": {"temperature": t, "top_p": p, "top_k": k},
+                    "seed": seed,
+                    "position": position,
+                    "processed_logprobs": [None if not math.isfinite(x) else float(x) for x in lp],
+                    "token": token,
+                    "logprob": logprob,
+                }
+            )
     return {
         "version": 1,
         "rule": "DESIGN.md section 2; python/specactor/sampling.py and src/sampling/",

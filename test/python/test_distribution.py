@@ -12,11 +12,10 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-from scipy import stats
-from transformers import AutoModelForCausalLM
-
 from conftest import read_jsonl, run_cli, write_jsonl
+from scipy import stats
 from specactor.sampling import SamplingParams, processed_logprobs
+from transformers import AutoModelForCausalLM
 
 P_MIN = 0.001  # the tests fail below this p-value
 
@@ -24,8 +23,23 @@ P_MIN = 0.001  # the tests fail below this p-value
 def rollout(model_dir, prompt, n, max_tokens, tmp_path, *extra):
     src = write_jsonl(tmp_path / "p.jsonl", [{"prompt_ids": prompt}])
     dst = tmp_path / "o.jsonl"
-    proc = run_cli("rollout", "--model", str(model_dir), "--prompts", str(src), "--n", str(n),
-                   "--max-tokens", str(max_tokens), "--max-batch", "64", "--out", str(dst), "--quiet", *extra)
+    proc = run_cli(
+        "rollout",
+        "--model",
+        str(model_dir),
+        "--prompts",
+        str(src),
+        "--n",
+        str(n),
+        "--max-tokens",
+        str(max_tokens),
+        "--max-batch",
+        "64",
+        "--out",
+        str(dst),
+        "--quiet",
+        *extra,
+    )
     return read_jsonl(dst), proc.stderr
 
 
@@ -86,8 +100,21 @@ TINY_PROMPT = [1, 17, 42, 99, 7]
 )
 def test_tiny_first_three_tokens_follow_the_exact_joint_distribution(tiny_dir, tiny_model, tmp_path, params):
     n = 3000
-    rows, _ = rollout(tiny_dir, TINY_PROMPT, n, 3, tmp_path, "--seed", "12345",
-                      "--temperature", str(params.temperature), "--top-p", str(params.top_p), "--top-k", str(params.top_k))
+    rows, _ = rollout(
+        tiny_dir,
+        TINY_PROMPT,
+        n,
+        3,
+        tmp_path,
+        "--seed",
+        "12345",
+        "--temperature",
+        str(params.temperature),
+        "--top-p",
+        str(params.top_p),
+        "--top-k",
+        str(params.top_k),
+    )
     observed = Counter(tuple(r["token_ids"]) for r in rows)
     exact = exact_sequences(tiny_model, TINY_PROMPT, params, {2}, 3, threshold=1.0 / n)
     assert chi_square(observed, exact, n) > P_MIN
@@ -111,7 +138,7 @@ def test_no_seed_samples_agree_with_probability_sum_of_p_squared(tiny_dir, tiny_
     assert stats.binomtest(agree, pairs, q).pvalue > P_MIN, (agree, pairs, q)
     # and a second run without a seed draws a different rollout seed
     _, err2 = rollout(tiny_dir, TINY_PROMPT, 1, 1, tmp_path)
-    seed_of = lambda text: text.split("seed=")[-1].split()[0]  # noqa: E731
+    seed_of = lambda text: text.split("seed=")[-1].split()[0]
     assert seed_of(err) != seed_of(err2)
 
 

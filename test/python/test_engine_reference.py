@@ -5,10 +5,9 @@ top-k/top-p, through continuous batching (admissions, releases that move slots, 
 import numpy as np
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
-
 from conftest import read_jsonl, run_cli, write_jsonl
 from specactor.sampling import SamplingParams, derive_seed, sample
+from transformers import AutoModelForCausalLM
 
 PROMPTS = [[1, 17, 42, 99, 7], [1, 300, 301], [5], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], [1, 400, 33]]
 
@@ -31,9 +30,30 @@ def naive(model, prompt, params, seed, max_tokens, eos):
 def test_engine_matches_the_naive_path(tiny_dir, tmp_path, temperature, top_p, top_k):
     src = write_jsonl(tmp_path / "p.jsonl", [{"prompt_ids": p} for p in PROMPTS])
     dst = tmp_path / "o.jsonl"
-    run_cli("rollout", "--model", str(tiny_dir), "--prompts", str(src), "--n", "2", "--max-tokens", "150",
-            "--seed", "31", "--max-batch", "3", "--temperature", str(temperature), "--top-p", str(top_p),
-            "--top-k", str(top_k), "--out", str(dst), "--quiet")
+    run_cli(
+        "rollout",
+        "--model",
+        str(tiny_dir),
+        "--prompts",
+        str(src),
+        "--n",
+        "2",
+        "--max-tokens",
+        "150",
+        "--seed",
+        "31",
+        "--max-batch",
+        "3",
+        "--temperature",
+        str(temperature),
+        "--top-p",
+        str(top_p),
+        "--top-k",
+        str(top_k),
+        "--out",
+        str(dst),
+        "--quiet",
+    )
     rows = read_jsonl(dst)
     model = AutoModelForCausalLM.from_pretrained(tiny_dir / "hf", dtype=torch.float32).eval()
     params = SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k)

@@ -1,11 +1,9 @@
 """Temperature 0 through our ONNX engine equals transformers' greedy ``generate`` on the prepared
 ``hf/`` checkpoint, with ``prompt_ids`` input and no Python reachable by the rollout process."""
 
-import pytest
 import torch
-from transformers import AutoModelForCausalLM
-
 from conftest import no_python_env, read_jsonl, run_cli, write_jsonl
+from transformers import AutoModelForCausalLM
 
 TINY_PROMPTS = [[1, 17, 42, 99, 7], [1, 300, 301], [5], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]]
 SMOLLM2_TEXTS = [
@@ -22,10 +20,12 @@ def greedy_reference(model_dir, prompts, max_new_tokens):
     for ids in prompts:
         with torch.no_grad():
             gen = model.generate(
-                torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                do_sample=False, max_new_tokens=max_new_tokens,
+                torch.tensor([ids]),
+                attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                do_sample=False,
+                max_new_tokens=max_new_tokens,
             )
-        out.append(gen[0, len(ids):].tolist())
+        out.append(gen[0, len(ids) :].tolist())
     return out
 
 
@@ -33,8 +33,22 @@ def rollout_greedy(model_dir, prompts, max_tokens, tmp_path):
     src = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt_ids": p} for p in prompts])
     dst = tmp_path / "out.jsonl"
     run_cli(
-        "rollout", "--model", str(model_dir), "--prompts", str(src), "--temperature", "0",
-        "--max-tokens", str(max_tokens), "--seed", "0", "--max-batch", "4", "--out", str(dst), "--quiet",
+        "rollout",
+        "--model",
+        str(model_dir),
+        "--prompts",
+        str(src),
+        "--temperature",
+        "0",
+        "--max-tokens",
+        str(max_tokens),
+        "--seed",
+        "0",
+        "--max-batch",
+        "4",
+        "--out",
+        str(dst),
+        "--quiet",
         env=no_python_env(tmp_path),
     )
     rows = read_jsonl(dst)
@@ -43,7 +57,9 @@ def rollout_greedy(model_dir, prompts, max_tokens, tmp_path):
 
 
 def test_tiny_greedy_equals_transformers(tiny_dir, tmp_path):
-    assert rollout_greedy(tiny_dir, TINY_PROMPTS, 64, tmp_path) == greedy_reference(tiny_dir, TINY_PROMPTS, 64)
+    assert rollout_greedy(tiny_dir, TINY_PROMPTS, 64, tmp_path) == greedy_reference(
+        tiny_dir, TINY_PROMPTS, 64
+    )
 
 
 def test_smollm2_greedy_equals_transformers(smollm2_dir, tmp_path, torch_threads):

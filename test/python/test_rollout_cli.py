@@ -5,17 +5,31 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import run_cli, write_jsonl
 
-from conftest import read_jsonl, run_cli, write_jsonl
-
-PROMPTS = [{"prompt_ids": [1, 17, 42, 99, 7]}, {"prompt_ids": [1, 300, 301]}, {"prompt_ids": [5, 6, 7, 8, 9, 10, 11, 12, 13]}]
+PROMPTS = [
+    {"prompt_ids": [1, 17, 42, 99, 7]},
+    {"prompt_ids": [1, 300, 301]},
+    {"prompt_ids": [5, 6, 7, 8, 9, 10, 11, 12, 13]},
+]
 
 
 def rollout(model_dir, tmp_path, name, *args, prompts=PROMPTS):
     src = write_jsonl(tmp_path / f"{name}.prompts.jsonl", prompts)
     out, summary = tmp_path / f"{name}.jsonl", tmp_path / f"{name}.summary.json"
-    run_cli("rollout", "--model", str(model_dir), "--prompts", str(src), "--out", str(out),
-            "--summary-json", str(summary), "--quiet", *args)
+    run_cli(
+        "rollout",
+        "--model",
+        str(model_dir),
+        "--prompts",
+        str(src),
+        "--out",
+        str(out),
+        "--summary-json",
+        str(summary),
+        "--quiet",
+        *args,
+    )
     return out.read_bytes(), json.loads(summary.read_text())
 
 
@@ -24,7 +38,9 @@ def test_same_rollout_twice_is_byte_identical_and_another_seed_differs(tiny_dir,
     a, _ = rollout(tiny_dir, tmp_path, "a", *args)
     b, _ = rollout(tiny_dir, tmp_path, "b", *args)
     assert a == b
-    c, _ = rollout(tiny_dir, tmp_path, "c", "--n", "4", "--max-tokens", "40", "--temperature", "1", "--seed", "6")
+    c, _ = rollout(
+        tiny_dir, tmp_path, "c", "--n", "4", "--max-tokens", "40", "--temperature", "1", "--seed", "6"
+    )
     rows_a = [json.loads(x) for x in a.splitlines()]
     rows_c = [json.loads(x) for x in c.splitlines()]
     assert sum(x["token_ids"] != y["token_ids"] for x, y in zip(rows_a, rows_c)) >= len(rows_a) - 1
@@ -33,11 +49,22 @@ def test_same_rollout_twice_is_byte_identical_and_another_seed_differs(tiny_dir,
 def test_output_format_and_seed_derivation(tiny_dir, tmp_path):
     raw, summary = rollout(tiny_dir, tmp_path, "f", "--n", "2", "--max-tokens", "8", "--seed", "9")
     rows = [json.loads(x) for x in raw.splitlines()]
-    assert [(r["prompt_index"], r["sample_index"]) for r in rows] == [(j, i) for j in range(3) for i in range(2)]
+    assert [(r["prompt_index"], r["sample_index"]) for r in rows] == [
+        (j, i) for j in range(3) for i in range(2)
+    ]
     from specactor.sampling import derive_seed
 
     for r in rows:
-        assert set(r) == {"epoch", "prompt_index", "sample_index", "seed", "token_ids", "text", "logprobs", "finish_reason"}
+        assert set(r) == {
+            "epoch",
+            "prompt_index",
+            "sample_index",
+            "seed",
+            "token_ids",
+            "text",
+            "logprobs",
+            "finish_reason",
+        }
         assert r["epoch"] == 0
         assert r["seed"] == derive_seed(9, r["prompt_index"], r["sample_index"])
         assert len(r["logprobs"]) == len(r["token_ids"]) and all(lp <= 0 for lp in r["logprobs"])
@@ -52,8 +79,22 @@ def test_max_batch_does_not_change_the_output(tiny_dir, tmp_path, temperature):
     prompts = PROMPTS * 5
     outs = {}
     for b in ("1", "7", "64"):
-        raw, summary = rollout(tiny_dir, tmp_path, f"b{b}", "--n", "3", "--max-tokens", "48", "--seed", "77",
-                               "--temperature", temperature, "--max-batch", b, prompts=prompts)
+        raw, summary = rollout(
+            tiny_dir,
+            tmp_path,
+            f"b{b}",
+            "--n",
+            "3",
+            "--max-tokens",
+            "48",
+            "--seed",
+            "77",
+            "--temperature",
+            temperature,
+            "--max-batch",
+            b,
+            prompts=prompts,
+        )
         outs[b] = [json.loads(x) for x in raw.splitlines()]
         if b != "1":
             assert summary["mean_batch_occupancy"] > 1
@@ -66,16 +107,39 @@ def test_max_batch_does_not_change_the_output(tiny_dir, tmp_path, temperature):
 def test_text_prompts_use_the_chat_template_and_outputs_are_decoded(tiny_dir, tmp_path):
     from transformers import AutoTokenizer
 
-    raw, _ = rollout(tiny_dir, tmp_path, "t", "--n", "1", "--max-tokens", "10", "--seed", "1",
-                     prompts=[{"prompt": "How many clips did Natalia sell?"}, {"prompt_ids": [1, 2, 3]}])
+    raw, _ = rollout(
+        tiny_dir,
+        tmp_path,
+        "t",
+        "--n",
+        "1",
+        "--max-tokens",
+        "10",
+        "--seed",
+        "1",
+        prompts=[{"prompt": "How many clips did Natalia sell?"}, {"prompt_ids": [1, 2, 3]}],
+    )
     rows = [json.loads(x) for x in raw.splitlines()]
     tok = AutoTokenizer.from_pretrained(tiny_dir / "hf")
     assert rows[0]["text"] == tok.decode(rows[0]["token_ids"], skip_special_tokens=True)
     # the text prompt was encoded exactly as the template says: same tokens as the ids form
-    ids = tok.apply_chat_template([{"role": "user", "content": "How many clips did Natalia sell?"}],
-                                  add_generation_prompt=True, tokenize=False)
-    raw2, _ = rollout(tiny_dir, tmp_path, "t2", "--n", "1", "--max-tokens", "10", "--seed", "1",
-                      prompts=[{"prompt_ids": tok.encode(ids, add_special_tokens=False)}])
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": "How many clips did Natalia sell?"}],
+        add_generation_prompt=True,
+        tokenize=False,
+    )
+    raw2, _ = rollout(
+        tiny_dir,
+        tmp_path,
+        "t2",
+        "--n",
+        "1",
+        "--max-tokens",
+        "10",
+        "--seed",
+        "1",
+        prompts=[{"prompt_ids": tok.encode(ids, add_special_tokens=False)}],
+    )
     assert json.loads(raw2.splitlines()[0])["token_ids"] == rows[0]["token_ids"]
 
 
@@ -84,7 +148,9 @@ def bad(tmp_path, *args, prompts_text=None):
     src.write_text(prompts_text if prompts_text is not None else json.dumps({"prompt_ids": [1, 2, 3]}) + "\n")
     out = tmp_path / "bad.out.jsonl"
     out.write_text("stale output of an earlier run\n")
-    proc = run_cli("rollout", "--model", "tiny", "--prompts", str(src), "--out", str(out), "--quiet", *args, check=False)
+    proc = run_cli(
+        "rollout", "--model", "tiny", "--prompts", str(src), "--out", str(out), "--quiet", *args, check=False
+    )
     lines = [x for x in proc.stderr.splitlines() if x.strip()]
     return proc, lines, out
 
@@ -112,12 +178,18 @@ def bad(tmp_path, *args, prompts_text=None):
         (("--mode", "vanilla", "--drafter", "ngram", "--draft-len", "0"), None, "--draft-len must be >= 1"),
         (("--epochs", "0"), None, "--epochs must be >= 1"),
         (("--drift", "-0.1"), None, "--drift must be >= 0"),
-        (("--mode", "vanilla", "--drafter", "model", "--drafter-model", "/nonexistent"), None, "not a prepared model directory"),
+        (
+            ("--mode", "vanilla", "--drafter", "model", "--drafter-model", "/nonexistent"),
+            None,
+            "not a prepared model directory",
+        ),
         (("--frequency-penalty", "0.5"), None, "unknown option --frequency-penalty"),
         (("--seed", "-1"), None, "--seed must be an integer"),
     ],
 )
-def test_bad_input_is_a_one_line_error_and_leaves_no_complete_output(tiny_dir, tmp_path, args, prompts_text, match):
+def test_bad_input_is_a_one_line_error_and_leaves_no_complete_output(
+    tiny_dir, tmp_path, args, prompts_text, match
+):
     proc, lines, out = bad(tmp_path, *args, prompts_text=prompts_text)
     assert proc.returncode != 0
     assert len(lines) == 1 and lines[0].startswith("specactor: error:"), proc.stderr
@@ -128,7 +200,19 @@ def test_bad_input_is_a_one_line_error_and_leaves_no_complete_output(tiny_dir, t
 
 def test_help_lists_the_options():
     proc = run_cli("rollout", "--help")
-    for opt in ("--model", "--prompts", "--n", "--max-tokens", "--temperature", "--top-p", "--top-k", "--seed",
-                "--max-batch", "--mode", "--out", "--summary-json"):
+    for opt in (
+        "--model",
+        "--prompts",
+        "--n",
+        "--max-tokens",
+        "--temperature",
+        "--top-p",
+        "--top-k",
+        "--seed",
+        "--max-batch",
+        "--mode",
+        "--out",
+        "--summary-json",
+    ):
         assert opt in proc.stdout
     assert "prepare-model" in run_cli("--help").stdout

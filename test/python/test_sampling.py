@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-
 from specactor import vectors
 from specactor.sampling import (
     SamplingParams,
@@ -39,7 +38,9 @@ def test_shared_vectors():
         lp = processed_logprobs(logits, params)
         want = np.array([-np.inf if x is None else x for x in c["processed_logprobs"]])
         np.testing.assert_allclose(lp, want, atol=1e-12)
-        assert sample(logits, params, c["seed"], c["position"]) == pytest.approx((c["token"], c["logprob"]), abs=1e-12)
+        assert sample(logits, params, c["seed"], c["position"]) == pytest.approx(
+            (c["token"], c["logprob"]), abs=1e-12
+        )
 
 
 def test_uniforms_are_open_interval_and_uniform():
@@ -53,11 +54,11 @@ def test_uniforms_are_open_interval_and_uniform():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(temperature=float("nan")), "temperature"),
-        (dict(temperature=-1.0), "temperature"),
-        (dict(top_p=0.0), "top_p"),
-        (dict(top_p=1.2), "top_p"),
-        (dict(top_k=-2), "top_k"),
+        ({"temperature": float("nan")}, "temperature"),
+        ({"temperature": -1.0}, "temperature"),
+        ({"top_p": 0.0}, "top_p"),
+        ({"top_p": 1.2}, "top_p"),
+        ({"top_k": -2}, "top_k"),
     ],
 )
 def test_bad_params_are_rejected(kwargs, match):

