@@ -44,6 +44,17 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+def cli_rollout(
+    model_dir, prompts: list[dict], tmp_path: Path, name: str, *args: str, env: dict | None = None
+):
+    """`specactor rollout` over `prompts` (JSONL rows): returns (the output's bytes, the summary)."""
+    src = write_jsonl(tmp_path / f"{name}.prompts.jsonl", prompts)
+    out, summary = tmp_path / f"{name}.jsonl", tmp_path / f"{name}.summary.json"
+    cli = ("rollout", "--model", str(model_dir), "--prompts", str(src), "--out", str(out), "--quiet")
+    run_cli(*cli, "--summary-json", str(summary), *args, env=env)
+    return out.read_bytes(), json.loads(summary.read_text())
+
+
 @pytest.fixture(scope="session")
 def tiny_dir() -> Path:
     return Path(run_cli("prepare-model", "tiny").stdout.strip().splitlines()[-1])

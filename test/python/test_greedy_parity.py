@@ -1,8 +1,11 @@
+import json
+
 """Temperature 0 through our ONNX engine equals transformers' greedy ``generate`` on the prepared
 ``hf/`` checkpoint, with ``prompt_ids`` input and no Python reachable by the rollout process."""
 
+
 import torch
-from conftest import no_python_env, read_jsonl, run_cli, write_jsonl
+from conftest import cli_rollout, no_python_env
 from transformers import AutoModelForCausalLM
 
 TINY_PROMPTS = [[1, 17, 42, 99, 7], [1, 300, 301], [5], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]]
@@ -30,28 +33,16 @@ def greedy_reference(model_dir, prompts, max_new_tokens):
 
 
 def rollout_greedy(model_dir, prompts, max_tokens, tmp_path):
-    src = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt_ids": p} for p in prompts])
-    dst = tmp_path / "out.jsonl"
-    run_cli(
-        "rollout",
-        "--model",
-        str(model_dir),
-        "--prompts",
-        str(src),
-        "--temperature",
-        "0",
-        "--max-tokens",
-        str(max_tokens),
-        "--seed",
-        "0",
-        "--max-batch",
-        "4",
-        "--out",
-        str(dst),
-        "--quiet",
+    args = ("--temperature", "0", "--max-tokens", str(max_tokens), "--seed", "0", "--max-batch", "4")
+    rows_raw, _ = cli_rollout(
+        model_dir,
+        [{"prompt_ids": p} for p in prompts],
+        tmp_path,
+        "greedy",
+        *args,
         env=no_python_env(tmp_path),
     )
-    rows = read_jsonl(dst)
+    rows = [json.loads(line) for line in rows_raw.splitlines()]
     assert all(r["text"] is None for r in rows)
     return [r["token_ids"] for r in sorted(rows, key=lambda r: r["prompt_index"])]
 

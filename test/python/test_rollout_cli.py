@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import run_cli, write_jsonl
+from conftest import cli_rollout, run_cli
 
 PROMPTS = [
     {"prompt_ids": [1, 17, 42, 99, 7]},
@@ -15,22 +15,7 @@ PROMPTS = [
 
 
 def rollout(model_dir, tmp_path, name, *args, prompts=PROMPTS):
-    src = write_jsonl(tmp_path / f"{name}.prompts.jsonl", prompts)
-    out, summary = tmp_path / f"{name}.jsonl", tmp_path / f"{name}.summary.json"
-    run_cli(
-        "rollout",
-        "--model",
-        str(model_dir),
-        "--prompts",
-        str(src),
-        "--out",
-        str(out),
-        "--summary-json",
-        str(summary),
-        "--quiet",
-        *args,
-    )
-    return out.read_bytes(), json.loads(summary.read_text())
+    return cli_rollout(model_dir, prompts, tmp_path, name, *args)
 
 
 def test_same_rollout_twice_is_byte_identical_and_another_seed_differs(tiny_dir, tmp_path):
@@ -107,18 +92,9 @@ def test_max_batch_does_not_change_the_output(tiny_dir, tmp_path, temperature):
 def test_text_prompts_use_the_chat_template_and_outputs_are_decoded(tiny_dir, tmp_path):
     from transformers import AutoTokenizer
 
-    raw, _ = rollout(
-        tiny_dir,
-        tmp_path,
-        "t",
-        "--n",
-        "1",
-        "--max-tokens",
-        "10",
-        "--seed",
-        "1",
-        prompts=[{"prompt": "How many clips did Natalia sell?"}, {"prompt_ids": [1, 2, 3]}],
-    )
+    one = ("--n", "1", "--max-tokens", "10", "--seed", "1")
+    text_prompts = [{"prompt": "How many clips did Natalia sell?"}, {"prompt_ids": [1, 2, 3]}]
+    raw, _ = rollout(tiny_dir, tmp_path, "t", *one, prompts=text_prompts)
     rows = [json.loads(x) for x in raw.splitlines()]
     tok = AutoTokenizer.from_pretrained(tiny_dir / "hf")
     assert rows[0]["text"] == tok.decode(rows[0]["token_ids"], skip_special_tokens=True)
@@ -129,16 +105,7 @@ def test_text_prompts_use_the_chat_template_and_outputs_are_decoded(tiny_dir, tm
         tokenize=False,
     )
     raw2, _ = rollout(
-        tiny_dir,
-        tmp_path,
-        "t2",
-        "--n",
-        "1",
-        "--max-tokens",
-        "10",
-        "--seed",
-        "1",
-        prompts=[{"prompt_ids": tok.encode(ids, add_special_tokens=False)}],
+        tiny_dir, tmp_path, "t2", *one, prompts=[{"prompt_ids": tok.encode(ids, add_special_tokens=False)}]
     )
     assert json.loads(raw2.splitlines()[0])["token_ids"] == rows[0]["token_ids"]
 

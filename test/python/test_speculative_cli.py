@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import read_jsonl, run_cli, write_jsonl
+from conftest import cli_rollout, read_jsonl, run_cli, write_jsonl
 
 # repetitive prompts give the model-free drafters something to find
 PROMPTS = [
@@ -17,30 +17,9 @@ PROMPTS = [
 
 
 def rollout(model_dir, tmp_path, name, *args):
-    src = write_jsonl(tmp_path / "prompts.jsonl", PROMPTS)
-    out, summary = tmp_path / f"{name}.jsonl", tmp_path / f"{name}.json"
-    run_cli(
-        "rollout",
-        "--model",
-        str(model_dir),
-        "--prompts",
-        str(src),
-        "--out",
-        str(out),
-        "--summary-json",
-        str(summary),
-        "--quiet",
-        "--n",
-        "3",
-        "--max-tokens",
-        "48",
-        "--seed",
-        "4",
-        "--max-batch",
-        "5",
-        *args,
-    )
-    return read_jsonl(out), json.loads(summary.read_text())
+    common = ("--n", "3", "--max-tokens", "48", "--seed", "4", "--max-batch", "5")
+    raw, summary = cli_rollout(model_dir, PROMPTS, tmp_path, name, *common, *args)
+    return [json.loads(line) for line in raw.splitlines()], summary
 
 
 @pytest.mark.parametrize(
