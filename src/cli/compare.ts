@@ -8,6 +8,7 @@
  */
 import * as fs from "node:fs";
 import { resolveModel } from "../models/registry";
+import { readPrompts } from "../rollout/prompts";
 import { DRAFTERS, type DrafterName, type RolloutPlan, type RolloutSummary, type SampleRecord, runRollout } from "../rollout/run";
 import { validateParams } from "../sampling/sampler";
 import { freshSeed } from "../sampling/seeds";
@@ -76,8 +77,9 @@ export async function compareCommand(argv: string[]): Promise<void> {
   if (modes[0] !== "plain") modes.unshift("plain");
   const params = validateParams({ temperature: a.temperature as number, topP: a["top-p"] as number, topK: a["top-k"] as number });
   const seed = (a.seed as number | undefined) ?? freshSeed();
+  const prompts = readPrompts(a.prompts as string); // bad input fails before any model work
   const modelDir = await resolveModel(a.model as string);
-  const { promptIds, tokenizer } = await loadPromptIds(a.prompts as string, modelDir, false);
+  const { promptIds, tokenizer } = await loadPromptIds(prompts, modelDir, false);
   tokenizer?.close();
   const base: Omit<RolloutPlan, "mode" | "drafter"> = {
     modelDir,

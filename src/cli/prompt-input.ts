@@ -1,9 +1,8 @@
 /** Prompts for a command: token ids as given, or text through the model's chat template (Python). */
-import { readPrompts } from "../rollout/prompts";
+import type { PromptInput } from "../rollout/prompts";
 import { PythonTokenizer } from "../tokenizer/python-tokenizer";
 
-export async function loadPromptIds(spec: string, modelDir: string, wantTokenizer: boolean): Promise<{ promptIds: number[][]; tokenizer?: PythonTokenizer }> {
-  const prompts = readPrompts(spec);
+export async function loadPromptIds(prompts: PromptInput[], modelDir: string, wantTokenizer: boolean): Promise<{ promptIds: number[][]; tokenizer?: PythonTokenizer }> {
   const needsText = prompts.some((p) => "text" in p);
   const tokenizer = needsText || wantTokenizer ? await PythonTokenizer.load(modelDir) : undefined;
   try {

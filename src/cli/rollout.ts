@@ -67,7 +67,7 @@ export async function rolloutCommand(argv: string[]): Promise<void> {
   const seed = (a.seed as number | undefined) ?? freshSeed();
   if (seed < 0 || !Number.isSafeInteger(seed)) throw new UsageError(`--seed must be an integer in [0, 2^53), got ${seed}`);
   const out = a.out as string;
-  readPrompts(a.prompts as string); // bad input fails before any model work
+  const prompts = readPrompts(a.prompts as string); // bad input fails before any model work
   const modelDir = await resolveModel(a.model as string);
   const drafterModel = a["drafter-model"] as string | undefined;
   if (drafterModel !== undefined && !fs.existsSync(`${drafterModel}/onnx/model.json`)) {
@@ -78,7 +78,7 @@ export async function rolloutCommand(argv: string[]): Promise<void> {
   const partial = `${out}.partial`;
   let tokenizer: PythonTokenizer | undefined;
   try {
-    const loaded = await loadPromptIds(a.prompts as string, modelDir, Boolean(a.decode));
+    const loaded = await loadPromptIds(prompts, modelDir, Boolean(a.decode));
     tokenizer = loaded.tokenizer;
     const promptIds = loaded.promptIds;
     const epochs = a.epochs as number;
