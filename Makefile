@@ -12,15 +12,15 @@ export npm_config_cache := $(abspath $(CACHE)/npm)
 export SPECACTOR_CACHE := $(abspath $(CACHE))
 NODE_BIN := node bin/specactor.js
 
-.PHONY: setup demo test test-ts test-python lint models clean
+.PHONY: setup demo test test-ts test-python lint models clean FORCE
 
 setup: $(STAMPS)/venv $(STAMPS)/npm dist/.built
 
 # The virtual environment is rebuilt when pyproject.toml changes (the stamp holds its hash).
 PYPROJECT_HASH := $(shell sha256sum pyproject.toml | cut -c1-16)
-$(STAMPS)/venv: pyproject.toml
+$(STAMPS)/venv: pyproject.toml FORCE
 	@mkdir -p $(STAMPS)
-	@if [ ! -f $@ ] || [ "$$(cat $@)" != "$(PYPROJECT_HASH)" ]; then \
+	@if [ ! -f $@ ] || [ "$$(cat $@)" != "$(PYPROJECT_HASH)" ] || ! $(PY) -c 'import specactor' 2>/dev/null; then \
 	  echo "== python environment ($(VENV))"; \
 	  [ -x $(PY) ] || $(PYTHON) -m venv $(VENV); \
 	  $(PY) -m pip install -q --upgrade pip && \

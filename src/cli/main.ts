@@ -5,6 +5,8 @@ import { type OptSpec, UsageError, helpText, parseArgs } from "./args";
 import { rolloutCommand } from "./rollout";
 import { benchEngineCommand } from "./bench-engine";
 import { compareCommand } from "./compare";
+import { serveCommand } from "./serve";
+import { benchControlPlaneCommand } from "./bench-control-plane";
 
 const COMMANDS = `usage: specactor <command> [options]
 
@@ -14,6 +16,8 @@ commands:
   prompts                      print the built-in GSM8K-style prompt set as JSONL
   compare                      plain vs speculative rollouts side by side: speed-up, acceptance, exactness
   bench-engine                 engine step cost vs the memory bound and transformers (see --help)
+  bench-control-plane          the control plane's own cost per engine step (null engine)
+  serve                        the rollout server: ZeroMQ/msgpack, bridge/PROTOCOL.md (see serve --help)
 
 Run \`specactor <command> --help\` for a command's options.
 `;
@@ -57,13 +61,17 @@ export async function main(argv = process.argv.slice(2)): Promise<void> {
         return await compareCommand(rest);
       case "bench-engine":
         return await benchEngineCommand(rest);
+      case "bench-control-plane":
+        return await benchControlPlaneCommand(rest);
+      case "serve":
+        return await serveCommand(rest);
       case undefined:
       case "--help":
       case "help":
         process.stdout.write(COMMANDS);
         return;
       default:
-        throw new UsageError(`unknown command '${cmd}' (commands: prepare-model, rollout, compare, prompts, bench-engine)`);
+        throw new UsageError(`unknown command '${cmd}' (commands: prepare-model, rollout, compare, prompts, bench-engine, bench-control-plane, serve)`);
     }
   } catch (e) {
     process.stderr.write(`specactor: error: ${e instanceof Error ? e.message : String(e)}\n`);

@@ -186,7 +186,9 @@ export class SuffixDrafter implements Drafter {
   }
 
   private one(r: DraftRequest): Trie {
-    const seq = [...r.promptIds.slice(-this.opts.maxMatch), ...r.output];
+    // only the last maxMatch tokens can match: copying the whole output would cost O(length) per step
+    const k = this.opts.maxMatch;
+    const seq = r.output.length >= k ? r.output.slice(-k) : [...r.promptIds.slice(-(k - r.output.length)), ...r.output];
     // on equal match lengths the earlier source wins: same prompt, then own text, then any prompt
     const candidates = [this.history.get(r.historyKey), this.ownState(r).trie, this.global];
     let best: { trie: SuffixTrie; node: number; length: number } | undefined;

@@ -23,7 +23,7 @@ export interface RolloutRequest {
   historyKey?: string;
 }
 
-export type FinishReason = "stop" | "length";
+export type FinishReason = "stop" | "length" | "abort";
 
 export interface RolloutResult {
   tokenIds: number[];
@@ -32,6 +32,19 @@ export interface RolloutResult {
   seed: number;
   engineSteps: number;
   acceptedDraftTokens: number;
+  /** The weight version the sample ran on (pause and bump keep it one version per sample). */
+  weightVersion: number;
+}
+
+/**
+ * What a caller hears about one request, synchronously from the core's loop, so that a server can
+ * coalesce everything one engine step produced into one message per client.
+ */
+export interface RequestEvents {
+  /** Tokens just verified (streaming). */
+  tokens?(tokens: readonly number[], logprobs: readonly number[]): void;
+  finish(result: RolloutResult): void;
+  fail(error: Error): void;
 }
 
 export interface SpecConfig {
@@ -70,8 +83,10 @@ interface Active {
   steps: number;
   accepted: number;
   done: boolean;
-  resolve: (r: RolloutResult) => void;
-  reject: (e: Error) => void;
+  /** Set while the request is in an engine step: an abort or failure then waits for the step. */
+  inStep: boolean;
+  pendingEnd?: { reason: "abort" } | { error: Error };
+  events: RequestEvents;
 }
 
 export class RequestError extends Error {}
@@ -82,9 +97,17 @@ export class RolloutCore {
   readonly stats: CoreStats = { engineSteps: 0, seqSteps: 0, generatedTokens: 0, peakBatch: 0 };
   private queue: Active[] = [];
   private running: Active[] = [];
+  private readonly byId = new Map<number, Active>();
   private nextId: number;
   private looping = false;
+  private paused = false;
+  private kickScheduled = false;
+  private idleWaiters: (() => void)[] = [];
+  /** Stamped on every result; changed only while paused and idle (see `setWeightVersion`). */
+  private weightVersion = 0;
   onTokens?: (count: number) => void;
+  /** After each engine step's results are handed out (a server flushes its outputs here). */
+  onStep?: () => void;
 
   constructor(
     private readonly engine: Engine,
@@ -119,41 +142,115 @@ export class RolloutCore {
   }
 
   submit(req: RolloutRequest): Promise<RolloutResult> {
-    this.check(req);
     return new Promise((resolve, reject) => {
-      const id = this.nextId++;
-      const out: number[] = [];
-      const draft: DraftRequest = {
-        id,
-        historyKey: req.historyKey ?? promptKey(req.promptIds),
-        promptIds: req.promptIds,
-        output: out,
-        params: req.params,
-        seed: req.seed,
-        maxDepth: 0,
-        maxNodes: 0,
-      };
-      this.queue.push({ id, req, draft, out, logprobs: [], steps: 0, accepted: 0, done: false, resolve, reject });
-      if (!this.looping) void this.loop();
+      this.start(req, { finish: resolve, fail: reject });
     });
   }
 
-  get pending(): number {
-    return this.queue.length + this.running.length;
+  /** Queues a checked request and returns its id; `events` hears its tokens and its one ending. */
+  start(req: RolloutRequest, events: RequestEvents): number {
+    this.check(req);
+    const id = this.nextId++;
+    const out: number[] = [];
+    const draft: DraftRequest = {
+      id,
+      historyKey: req.historyKey ?? promptKey(req.promptIds),
+      promptIds: req.promptIds,
+      output: out,
+      params: req.params,
+      seed: req.seed,
+      maxDepth: 0,
+      maxNodes: 0,
+    };
+    const a: Active = { id, req, draft, out, logprobs: [], steps: 0, accepted: 0, done: false, inStep: false, events };
+    this.queue.push(a);
+    this.byId.set(id, a);
+    this.kick();
+    return id;
+  }
+
+  /**
+   * Ends a request with finish reason "abort" and the tokens it has so far; false if it is not
+   * known (finished, failed or never started). A request inside an engine step ends right after it.
+   */
+  abort(id: number): boolean {
+    const a = this.byId.get(id);
+    if (!a || a.done) return false;
+    this.end(a, { reason: "abort" });
+    return true;
+  }
+
+  /** Fails every request (queued and running) with `error`, e.g. on shutdown. */
+  failAll(error: Error): void {
+    for (const a of [...this.byId.values()]) this.end(a, { error });
+  }
+
+  /**
+   * Stops admitting queued requests to the engine and resolves once nothing runs: after the running
+   * requests finish (`drain`) or after they end with "abort". Queued and new requests wait for
+   * `resume`.
+   */
+  pause(mode: "drain" | "abort" = "drain"): Promise<void> {
+    this.paused = true;
+    if (mode === "abort") for (const a of [...this.running]) this.end(a, { reason: "abort" });
+    return this.whenIdle();
+  }
+
+  resume(): void {
+    this.paused = false;
+    this.kick();
+  }
+
+  get isPaused(): boolean {
+    return this.paused;
+  }
+
+  get version(): number {
+    return this.weightVersion;
+  }
+
+  /** Only between `pause` and `resume`, with nothing running: no sample spans two versions. */
+  setWeightVersion(v: number): void {
+    if (!this.paused || this.running.length > 0 || this.looping) throw new Error("the weight version changes only while paused and idle");
+    this.weightVersion = v;
+  }
+
+  get counts(): { queued: number; running: number } {
+    return { queued: this.queue.length, running: this.running.length };
+  }
+
+  /** Resolves when no engine step runs and no request is running. */
+  whenIdle(): Promise<void> {
+    if (!this.looping && this.running.length === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  /** Starts the loop on the next turn of the event loop, so requests submitted together batch together. */
+  private kick(): void {
+    if (this.kickScheduled || this.looping || this.paused || this.queue.length === 0) return;
+    this.kickScheduled = true;
+    setImmediate(() => {
+      this.kickScheduled = false;
+      if (!this.looping && !this.paused && this.queue.length > 0) void this.loop();
+    });
   }
 
   private async loop(): Promise<void> {
     this.looping = true;
     try {
-      while (this.queue.length > 0 || this.running.length > 0) {
-        const admitted = this.queue.splice(0, this.maxBatch - this.running.length);
+      while ((this.queue.length > 0 && !this.paused) || this.running.length > 0) {
+        const admitted = this.paused ? [] : this.queue.splice(0, this.maxBatch - this.running.length);
+        this.running.push(...admitted);
         if (admitted.length > 0) await this.runStep(admitted, (a) => a.req.promptIds);
-        const decoding = this.running.filter((a) => !admitted.includes(a));
+        const decoding = this.running.filter((a) => !a.done && !admitted.includes(a));
         if (decoding.length > 0) await this.runStep(decoding, (a) => [a.out[a.out.length - 1]]);
-        this.running = [...this.running, ...admitted].filter((a) => !a.done);
+        this.running = this.running.filter((a) => !a.done);
       }
     } finally {
       this.looping = false;
+      const waiters = this.idleWaiters.splice(0);
+      for (const w of waiters) w();
+      this.kick(); // a resume that raced the loop's exit
     }
   }
 
@@ -209,6 +306,7 @@ export class RolloutCore {
   }
 
   private async runStep(group: Active[], append: (a: Active) => number[]): Promise<void> {
+    for (const a of group) a.inStep = true; // from drafting on: the drafter and engine see the request
     const tries = await this.drafts(group);
     const steps: SeqStep[] = group.map((a, i) => ({
       seqId: a.id,
@@ -222,15 +320,19 @@ export class RolloutCore {
     try {
       results = await this.engine.step(steps);
     } catch (e) {
-      for (const a of group) this.fail(a, e instanceof Error ? e : new Error(String(e)));
+      const error = e instanceof Error ? e : new Error(String(e));
+      for (const a of group) a.inStep = false;
+      for (const a of group) this.end(a, a.pendingEnd ?? { error });
       return;
     }
+    for (const a of group) a.inStep = false;
     this.stats.engineSteps++;
     this.stats.seqSteps += group.length;
     this.stats.peakBatch = Math.max(this.stats.peakBatch, group.length);
     let emitted = 0;
     results.forEach((r, i) => {
       const a = group[i];
+      if (a.done) return;
       a.steps++;
       a.out.push(...r.tokens);
       a.logprobs.push(...r.logprobs);
@@ -244,31 +346,44 @@ export class RolloutCore {
       }
       this.spec?.drafter.observe?.(a.id, r.tokens, r.accepted);
       const last = a.out[a.out.length - 1];
-      if (this.engine.info.eosIds.includes(last)) this.finish(a, "stop");
-      else if (a.out.length >= a.req.maxTokens) this.finish(a, "length");
+      if (this.engine.info.eosIds.includes(last)) this.end(a, { reason: "stop" });
+      else if (a.out.length >= a.req.maxTokens) this.end(a, { reason: "length" });
+      else if (a.pendingEnd) this.end(a, a.pendingEnd);
+      else a.events.tokens?.(r.tokens, r.logprobs);
     });
     this.stats.generatedTokens += emitted;
     this.onTokens?.(emitted);
+    this.onStep?.();
   }
 
-  private finish(a: Active, reason: FinishReason): void {
+  /**
+   * Ends a request once: releases its engine state and tells its caller. Inside an engine step the
+   * ending waits for the step (the engine still holds the sequence), so a caller never hears twice.
+   */
+  private end(a: Active, how: { reason: FinishReason } | { error: Error }): void {
+    if (a.done) return;
+    if (a.inStep) {
+      a.pendingEnd ??= "error" in how ? how : { reason: "abort" };
+      return;
+    }
     a.done = true;
-    this.engine.release(a.id);
+    this.byId.delete(a.id);
+    const q = this.queue.indexOf(a);
+    if (q >= 0) this.queue.splice(q, 1);
+    else this.engine.release(a.id);
     this.spec?.drafter.finish?.(a.draft, a.out);
-    a.resolve({
+    if ("error" in how) {
+      a.events.fail(how.error);
+      return;
+    }
+    a.events.finish({
       tokenIds: a.out,
       logprobs: a.logprobs,
-      finishReason: reason,
+      finishReason: how.reason,
       seed: a.req.seed,
       engineSteps: a.steps,
       acceptedDraftTokens: a.accepted,
+      weightVersion: this.weightVersion,
     });
-  }
-
-  private fail(a: Active, e: Error): void {
-    a.done = true;
-    this.engine.release(a.id);
-    this.spec?.drafter.finish?.(a.draft, a.out);
-    a.reject(e);
   }
 }

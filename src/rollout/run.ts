@@ -136,7 +136,7 @@ export async function runRollout(plan: RolloutPlan, hooks: RolloutHooks = {}) {
     const engine = await OnnxEngine.load(modelDir, { threads: plan.threads });
     engineName = engine.info.name;
     let drafter: Drafter | undefined;
-    if (plan.mode === "vanilla") drafter = history ?? (await makeDrafter(plan, modelDir));
+    if (plan.mode === "vanilla") drafter = history ?? (await makeDrafter(plan.drafter, modelDir, plan));
     try {
       const { records: recs, summary } = await runEpoch(engine, plan, e, drafter, hooks);
       records.push(...recs);
@@ -153,18 +153,19 @@ export async function runRollout(plan: RolloutPlan, hooks: RolloutHooks = {}) {
   return { records, summary: summarize(plan, engineName, epochs) };
 }
 
-async function makeDrafter(plan: RolloutPlan, modelDir: string): Promise<Drafter> {
-  switch (plan.drafter) {
+/** A fresh drafter by name; `model` loads the drafter model (default: `modelDir`'s truncated drafter). */
+export async function makeDrafter(name: DrafterName | undefined, modelDir: string, opts: { drafterModelDir?: string; threads?: number } = {}): Promise<Drafter> {
+  switch (name) {
     case "ngram":
       return new NgramDrafter();
     case "suffix":
       return new SuffixDrafter();
     case "model": {
-      const dir = plan.drafterModelDir ?? drafterDirs(modelDir)[0] ?? modelDir;
-      return new ModelDrafter(await OnnxEngine.load(dir, { threads: plan.threads }));
+      const dir = opts.drafterModelDir ?? drafterDirs(modelDir)[0] ?? modelDir;
+      return new ModelDrafter(await OnnxEngine.load(dir, { threads: opts.threads }));
     }
     default:
-      throw new Error(`unknown drafter '${plan.drafter}'`);
+      throw new Error(`unknown drafter '${name}'`);
   }
 }
 
@@ -196,7 +197,7 @@ async function runEpoch(engine: Engine, plan: RolloutPlan, epoch: number, drafte
   );
   const wall = (performance.now() - t0) / 1000;
   const s = core.stats;
-  const finish = { stop: 0, length: 0 };
+  const finish = { stop: 0, length: 0, abort: 0 };
   for (const r of records) finish[r.finish_reason]++;
   const summary: EpochSummary = {
     epoch,
@@ -260,7 +261,7 @@ function summarize(plan: RolloutPlan, engine: string, epochs: EpochSummary[]): R
     engine_steps: steps,
     mean_batch_occupancy: round(sum((e) => e.mean_batch_occupancy * e.engine_steps) / Math.max(1, steps), 3),
     peak_batch: Math.max(0, ...epochs.map((e) => e.peak_batch)),
-    finish_reasons: { stop: sum((e) => e.finish_reasons.stop), length: sum((e) => e.finish_reasons.length) },
+    finish_reasons: { stop: sum((e) => e.finish_reasons.stop), length: sum((e) => e.finish_reasons.length), abort: sum((e) => e.finish_reasons.abort) },
     ...(drafter ? { drafter } : {}),
     per_epoch: epochs,
   };

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Self
 
 import pytest
 
@@ -73,3 +74,31 @@ def torch_threads() -> None:
 
 
 sys.path.insert(0, str(ROOT / "python"))
+
+
+class Server:
+    """A real `specactor serve` process on a free loopback port; `stop()` kills what is left of it."""
+
+    def __init__(self, model_dir: Path, *args: str) -> None:
+        cmd = [*CLI, "serve", "--model", str(model_dir), "--address", "tcp://127.0.0.1:*", *args]
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        if "ready on " not in line:
+            self.proc.kill()
+            raise AssertionError(f"server did not start: {line}{self.proc.stderr.read()}")
+        self.address = line.split("ready on ", 1)[1].split()[0]
+
+    def wait(self, timeout: float = 30) -> int:
+        return self.proc.wait(timeout=timeout)
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=30)
+        return self.proc.stderr.read()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,131 @@
+/**
+ * `specactor serve`: the rollout server. The in-process engine and the same rollout core, drafters
+ * and seeds as `specactor rollout`, behind the ZeroMQ/msgpack protocol of bridge/PROTOCOL.md.
+ */
+import * as fs from "node:fs";
+import type { Drafter } from "../drafters/drafter";
+import { OnnxEngine } from "../engine/onnx-engine";
+import { resolveModel } from "../models/registry";
+import { RolloutCore } from "../rollout/core";
+import { DRAFTERS, type DrafterName, makeDrafter } from "../rollout/run";
+import { PROTOCOL_VERSION } from "../bridge/wire";
+import { RolloutService } from "../server/service";
+import { ZmqServer } from "../server/zmq-server";
+import { type OptSpec, type Parsed, UsageError, helpText, parseArgs } from "./args";
+
+const OPTIONS: OptSpec[] = [
+  { name: "model", type: "string", default: "smollm2", metavar: "smollm2|tiny|DIR", help: "model name or prepared directory" },
+  { name: "address", type: "string", default: "tcp://127.0.0.1:5555", metavar: "ADDR", help: "ZeroMQ endpoint to bind (loopback unless you say otherwise; tcp://127.0.0.1:* picks a port)" },
+  { name: "config", type: "string", metavar: "FILE.json", help: "options as a JSON object keyed by option name; flags override it" },
+  { name: "max-batch", type: "int", default: 64, help: "most sequences in one engine step" },
+  { name: "mode", type: "string", default: "plain", metavar: "plain|vanilla", help: "plain decoding, or vanilla speculation with --drafter" },
+  { name: "drafter", type: "string", metavar: DRAFTERS.join("|"), help: "the drafter of --mode vanilla" },
+  { name: "draft-len", type: "int", default: 4, metavar: "K", help: "draft depth per verify step (vanilla)" },
+  { name: "drafter-model", type: "string", metavar: "DIR", help: "prepared drafter model for --drafter model" },
+  { name: "threads", type: "int", help: "onnxruntime intra-op threads (default: all cores)" },
+  { name: "heartbeat-interval", type: "number", default: 1, metavar: "SECONDS", help: "how often clients must speak (announced in welcome)" },
+  { name: "client-timeout", type: "number", default: 10, metavar: "SECONDS", help: "a client silent this long is lost: its requests are aborted" },
+  { name: "max-message-bytes", type: "int", default: 64 * 1024 * 1024, help: "larger messages are refused with too_large" },
+  { name: "max-client-backlog", type: "int", default: 100000, metavar: "MESSAGES", help: "messages kept for a client that is not reading before it is dropped" },
+  { name: "send-hwm", type: "int", default: 1000, metavar: "MESSAGES", help: "ZeroMQ send high-water mark per client" },
+];
+
+const USAGE = "specactor serve [--model smollm2|tiny|DIR] [--address tcp://127.0.0.1:PORT] [options]";
+const SUMMARY =
+  "Serves rollouts over ZeroMQ/msgpack (bridge/PROTOCOL.md) with the in-process ONNX engine and the same\n" +
+  "rollout core as `specactor rollout`: a client call with the same seed, prompts and parameters\n" +
+  "returns the same tokens. Prints one line containing 'ready' once it accepts requests. Stops on a\n" +
+  "shutdown message, or SIGINT/SIGTERM (in-flight requests then end with an explicit error).";
+
+/** Flags over the config file over the defaults. */
+function withConfig(argv: string[]): Parsed {
+  const flags = parseArgs(argv, OPTIONS);
+  const file = flags.config as string | undefined;
+  if (!file) return flags;
+  let cfg: unknown;
+  try {
+    cfg = JSON.parse(fs.readFileSync(file, "utf8"));
+  } catch (e) {
+    throw new UsageError(`--config ${file}: ${(e as Error).message}`);
+  }
+  if (typeof cfg !== "object" || cfg === null || Array.isArray(cfg)) throw new UsageError(`--config ${file}: expected a JSON object`);
+  const fromFile: string[] = [];
+  for (const [k, v] of Object.entries(cfg)) {
+    if (k === "config" || !OPTIONS.some((o) => o.name === k)) throw new UsageError(`--config ${file}: unknown option '${k}'`);
+    fromFile.push(`--${k}=${String(v)}`);
+  }
+  const given = new Set(argv.filter((x) => x.startsWith("--")).map((x) => x.slice(2).split("=")[0]));
+  const merged = parseArgs(fromFile, OPTIONS);
+  for (const o of OPTIONS) if (given.has(o.name)) merged[o.name] = flags[o.name];
+  merged.config = file;
+  return merged;
+}
+
+export async function serveCommand(argv: string[]): Promise<void> {
+  if (argv.includes("--help")) {
+    process.stdout.write(helpText(USAGE, SUMMARY, OPTIONS));
+    return;
+  }
+  const a = withConfig(argv);
+  const mode = a.mode as string;
+  const drafterName = a.drafter as string | undefined;
+  if (mode !== "plain" && mode !== "vanilla") throw new UsageError(`--mode ${mode} is not supported (supported: plain, vanilla)`);
+  if (mode === "vanilla" && !drafterName) throw new UsageError(`--mode vanilla needs --drafter (${DRAFTERS.join(", ")})`);
+  if (drafterName !== undefined && !(DRAFTERS as readonly string[]).includes(drafterName)) throw new UsageError(`unknown drafter '${drafterName}' (known: ${DRAFTERS.join(", ")})`);
+  if (mode === "plain" && drafterName) throw new UsageError("--drafter needs --mode vanilla");
+  for (const k of ["max-batch", "draft-len", "max-message-bytes", "max-client-backlog"]) {
+    if ((a[k] as number) < 1) throw new UsageError(`--${k} must be >= 1, got ${a[k]}`);
+  }
+  for (const k of ["heartbeat-interval", "client-timeout"]) if (!((a[k] as number) > 0)) throw new UsageError(`--${k} must be > 0, got ${a[k]}`);
+  if ((a["send-hwm"] as number) < 0) throw new UsageError(`--send-hwm must be >= 0, got ${a["send-hwm"]}`);
+  const address = a.address as string;
+  if (!/^(tcp|ipc|inproc):\/\/.+/.test(address)) throw new UsageError(`--address ${address}: expected tcp://HOST:PORT, ipc://PATH or inproc://NAME`);
+
+  const modelDir = await resolveModel(a.model as string);
+  const threads = a.threads as number | undefined;
+  const engine = await OnnxEngine.load(modelDir, { threads });
+  let drafter: Drafter | undefined;
+  if (mode === "vanilla") drafter = await makeDrafter(drafterName as DrafterName, modelDir, { drafterModelDir: a["drafter-model"] as string | undefined, threads });
+  const core = new RolloutCore(engine, a["max-batch"] as number, drafter ? { drafter, draftLen: a["draft-len"] as number } : undefined);
+  const server = new ZmqServer({
+    address,
+    heartbeatIntervalS: a["heartbeat-interval"] as number,
+    clientTimeoutS: a["client-timeout"] as number,
+    maxMessageBytes: a["max-message-bytes"] as number,
+    maxClientBacklog: a["max-client-backlog"] as number,
+    sendHighWaterMark: a["send-hwm"] as number,
+  });
+  const service = new RolloutService(core, engine.info, server.send, {
+    heartbeatIntervalS: a["heartbeat-interval"] as number,
+    clientTimeoutS: a["client-timeout"] as number,
+    maxMessageBytes: a["max-message-bytes"] as number,
+    server: `specactor-ts ${mode}${drafter ? `/${drafter.name}` : ""} on ${engine.info.name}`,
+  });
+
+  let stopping: Promise<void> | undefined;
+  const stop = (how: () => Promise<void>) =>
+    (stopping ??= (async () => {
+      await how();
+      await server.close();
+      await drafter?.close?.();
+      await engine.close();
+      process.stderr.write(`specactor serve: stopped (${JSON.stringify(service.counters)})\n`);
+    })());
+  const done = new Promise<void>((resolve) => {
+    service.onShutdown = () => void stop(async () => {}).then(resolve);
+    const onSignal = (sig: string) => {
+      process.stderr.write(`specactor serve: ${sig}, failing ${service.inFlight} in-flight request(s) and stopping\n`);
+      void stop(() => service.shutdown(false)).then(resolve);
+    };
+    process.once("SIGINT", () => onSignal("SIGINT"));
+    process.once("SIGTERM", () => onSignal("SIGTERM"));
+  });
+  try {
+    await server.start(service);
+  } catch (e) {
+    await engine.close();
+    throw new UsageError(`cannot bind ${address}: ${(e as Error).message}`);
+  }
+  process.stdout.write(`specactor serve: ready on ${server.endpoint} (protocol ${PROTOCOL_VERSION}, ${engine.info.name}, ${service.health().status})\n`);
+  await done;
+}
