@@ -10,18 +10,48 @@ import type { Trie } from "../engine/trie";
 import type { DraftRequest, Drafter } from "./drafter";
 import { gumbel } from "../sampling/sampler";
 
-/** A trie of every substring (up to `depth` tokens) of the documents appended to it, with counts. */
+/**
+ * A trie of every substring (up to `depth` tokens) of the documents appended to it, with counts.
+ *
+ * Appending a token touches up to `depth` nodes, on every request and every step, so the layout is
+ * flat: parallel arrays, children as a sibling list (deep nodes have one or two), and a hash map only
+ * for a node whose fan-out grows past FANOUT_MAP (the root, mostly).
+ */
 export class SuffixTrie {
-  private kids: (Map<number, number> | undefined)[] = [undefined];
-  private counts: number[] = [0];
-  private depths: number[] = [0];
+  // columns of Int32Array, grown by doubling: tries reach millions of nodes, and typed arrays keep
+  // them out of the garbage collector's way
+  private n = 1;
+  private counts = new Int32Array(INITIAL_NODES);
+  private depths = new Int32Array(INITIAL_NODES);
   /** The token on the edge into each node. */
-  private labels: number[] = [-1];
+  private labels = new Int32Array(INITIAL_NODES).fill(-1, 0, 1);
+  /** Children in insertion order (ties in `grow` go to the oldest continuation); 0 (the root, nobody's child) ends a list. */
+  private firstChild = new Int32Array(INITIAL_NODES);
+  private lastChild = new Int32Array(INITIAL_NODES);
+  private nextSibling = new Int32Array(INITIAL_NODES);
+  private fanout = new Int32Array(INITIAL_NODES);
+  private maps = new Map<number, Map<number, number>>();
 
   constructor(readonly depth: number) {}
 
+  private growColumns(): void {
+    const cap = this.counts.length * 2;
+    const grow = (a: Int32Array) => {
+      const b = new Int32Array(cap);
+      b.set(a);
+      return b;
+    };
+    this.counts = grow(this.counts);
+    this.depths = grow(this.depths);
+    this.labels = grow(this.labels);
+    this.firstChild = grow(this.firstChild);
+    this.lastChild = grow(this.lastChild);
+    this.nextSibling = grow(this.nextSibling);
+    this.fanout = grow(this.fanout);
+  }
+
   get size(): number {
-    return this.counts.length;
+    return this.n;
   }
 
   /** Starts a document; feed its tokens with `append`. */
@@ -43,16 +73,28 @@ export class SuffixTrie {
   }
 
   child(node: number, token: number, create = false): number {
-    let m = this.kids[node];
-    const hit = m?.get(token);
-    if (hit !== undefined || !create) return hit ?? -1;
-    if (!m) this.kids[node] = m = new Map();
-    const id = this.counts.length;
-    m.set(token, id);
-    this.kids.push(undefined);
-    this.counts.push(0);
-    this.depths.push(this.depths[node] + 1);
-    this.labels.push(token);
+    const map = this.fanout[node] > FANOUT_MAP ? this.maps.get(node) : undefined;
+    if (map) {
+      const hit = map.get(token);
+      if (hit !== undefined || !create) return hit ?? -1;
+    } else {
+      for (let c = this.firstChild[node]; c > 0; c = this.nextSibling[c]) if (this.labels[c] === token) return c;
+      if (!create) return -1;
+    }
+    if (this.n === this.counts.length) this.growColumns();
+    const id = this.n++;
+    this.depths[id] = this.depths[node] + 1;
+    this.labels[id] = token;
+    if (this.lastChild[node] > 0) this.nextSibling[this.lastChild[node]] = id;
+    else this.firstChild[node] = id;
+    this.lastChild[node] = id;
+    const fan = ++this.fanout[node];
+    if (map) map.set(token, id);
+    else if (fan > FANOUT_MAP) {
+      const m = new Map<number, number>();
+      for (let c = this.firstChild[node]; c > 0; c = this.nextSibling[c]) m.set(this.labels[c], c);
+      this.maps.set(node, m);
+    }
     return id;
   }
 
@@ -61,7 +103,7 @@ export class SuffixTrie {
     for (let len = Math.min(maxLen, seq.length, this.depth - 1); len >= 1; len--) {
       let node = 0;
       for (let i = seq.length - len; i < seq.length && node >= 0; i++) node = this.child(node, seq[i]);
-      if (node > 0 && (this.kids[node]?.size ?? 0) > 0) return { node, length: len };
+      if (node > 0 && this.fanout[node] > 0) return { node, length: len };
     }
     return { node: -1, length: 0 };
   }
@@ -81,12 +123,11 @@ export class SuffixTrie {
     let parentIdx = -1;
     let reach = 1; // estimated probability that the verifier walks this far
     for (let depth = 1; depth <= maxDepth && trie.tokens.length < maxNodes; depth++) {
-      const m = this.kids[node];
-      if (!m || m.size === 0) break;
+      if (this.fanout[node] === 0) break;
       let best = -1;
       let bestScore = -Infinity;
       let bestNoise = 0;
-      for (const c of m.values()) {
+      for (let c = this.firstChild[node]; c > 0; c = this.nextSibling[c]) {
         const g = noise(depth, this.labels[c]);
         const score = Math.log(this.counts[c]) + g;
         if (score > bestScore) {
@@ -97,7 +138,9 @@ export class SuffixTrie {
       }
       reach *= winProbability(this.counts[best] / (this.counts[node] + PSEUDO_COUNT), bestNoise);
       if (reach < minScore) break;
-      for (const c of m.values()) if (c !== best) spare.push([this.counts[c] / this.counts[node], this.labels[c], parentIdx]);
+      for (let c = this.firstChild[node]; c > 0; c = this.nextSibling[c]) {
+        if (c !== best) spare.push([this.counts[c] / this.counts[node], this.labels[c], parentIdx]);
+      }
       trie.tokens.push(this.labels[best]);
       trie.parents.push(parentIdx);
       parentIdx = trie.tokens.length - 1;
@@ -112,6 +155,11 @@ export class SuffixTrie {
     return sortParentsFirst(trie);
   }
 }
+
+const INITIAL_NODES = 256;
+
+/** Children are found by a list walk up to this fan-out, by a hash map beyond it. */
+const FANOUT_MAP = 8;
 
 /** Continuations never seen yet: the estimate share = count / (total + PSEUDO_COUNT) stays below 1. */
 const PSEUDO_COUNT = 1;
@@ -151,6 +199,8 @@ export interface SuffixOptions {
   promptTail: number;
   /** The cross-prompt trie starts afresh past this many nodes (bounded memory). */
   globalNodes: number;
+  /** Deepest draft a trie can continue a full-length match with (drafts stop at the step's depth budget anyway). */
+  maxDraftDepth: number;
 }
 
 export class SuffixDrafter implements Drafter {
@@ -160,10 +210,13 @@ export class SuffixDrafter implements Drafter {
   private global: SuffixTrie;
   private readonly own = new Map<number, OwnState>();
   private readonly opts: SuffixOptions;
+  /** Every trie indexes substrings up to a match plus a draft: each appended token touches this many nodes. */
+  private readonly trieDepth: number;
 
   constructor(opts: Partial<SuffixOptions> = {}) {
-    this.opts = { maxMatch: 16, alpha: 2, minScore: 0.05, promptTail: 32, globalNodes: 2_000_000, ...opts };
-    this.global = new SuffixTrie(this.opts.maxMatch + 32);
+    this.opts = { maxMatch: 16, alpha: 2, minScore: 0.05, promptTail: 32, globalNodes: 2_000_000, maxDraftDepth: 16, ...opts };
+    this.trieDepth = this.opts.maxMatch + this.opts.maxDraftDepth;
+    this.global = new SuffixTrie(this.trieDepth);
   }
 
   /** Documents indexed in the history store (for stats and tests). */
@@ -176,7 +229,7 @@ export class SuffixDrafter implements Drafter {
   private ownState(r: DraftRequest): OwnState {
     let s = this.own.get(r.id);
     if (!s) {
-      const trie = new SuffixTrie(this.opts.maxMatch + 32);
+      const trie = new SuffixTrie(this.trieDepth);
       s = { trie, cursor: trie.cursor() };
       for (const t of r.promptIds) s.cursor = trie.append(s.cursor, t);
       for (const t of r.output) s.cursor = trie.append(s.cursor, t);
@@ -214,9 +267,9 @@ export class SuffixDrafter implements Drafter {
   finish(r: DraftRequest, output: readonly number[]): void {
     this.own.delete(r.id);
     let t = this.history.get(r.historyKey);
-    if (!t) this.history.set(r.historyKey, (t = new SuffixTrie(this.opts.maxMatch + 32)));
+    if (!t) this.history.set(r.historyKey, (t = new SuffixTrie(this.trieDepth)));
     t.add([...r.promptIds.slice(-this.opts.promptTail), ...output]);
-    if (this.global.size > this.opts.globalNodes) this.global = new SuffixTrie(this.opts.maxMatch + 32);
+    if (this.global.size > this.opts.globalNodes) this.global = new SuffixTrie(this.trieDepth);
     this.global.add(output);
     this.historyDocuments++;
   }

@@ -20,6 +20,7 @@ import zmq
 from conftest import ROOT, Server, cli_rollout
 from specactor import wire
 from specactor.client import AsyncRolloutClient, RolloutClient, ServerError
+from specactor.sampling import derive_seed
 
 PROMPTS = [[1, 17, 42, 99, 7], [5, 6, 7, 5, 6, 7], [1, 300, 301]]
 FAST = ("--heartbeat-interval", "0.2", "--client-timeout", "1.5")
@@ -92,6 +93,16 @@ def test_client_returns_the_cli_tokens(server, tiny_dir, tmp_path):
         assert a[0][0].seed != b[0][0].seed
 
 
+def test_a_speculative_server_returns_plain_tokens(tiny_dir, tmp_path):
+    expected = cli_tokens(tiny_dir, tmp_path, 9, 3, 40, "--temperature", "0.7")
+    vanilla = ("--mode", "vanilla", "--drafter", "suffix", "--draft-len", "4")
+    with Server(tiny_dir, *vanilla, *FAST) as s, RolloutClient(s.address) as c:
+        for _ in range(2):  # the second round drafts from the first one's history
+            assert flat(c.generate(PROMPTS, n=3, max_tokens=40, temperature=0.7, seed=9)) == expected
+        drafter = c.stats()["drafter"]
+    assert drafter["verify_steps"] > 0 and drafter["accepted_tokens"] > 0 and drafter["errors"] == 0
+
+
 def test_bad_input_gets_an_error_and_the_server_stays_exact(server, tiny_dir, tmp_path):
     raw = Raw(server.address)
     cases: list[tuple[object, str]] = [
@@ -134,7 +145,8 @@ def test_bad_input_gets_an_error_and_the_server_stays_exact(server, tiny_dir, tm
             finals += m.body["outputs"]
         elif m.type == "aborted":
             aborted.append(m.body)
-    assert aborted[1] == {"ids": [], "unknown": ["dup"]}
+    # idempotent: in flight until its samples leave the engine step they are in, unknown after
+    assert aborted[1]["ids"] + aborted[1]["unknown"] == ["dup"]
     assert sorted(e["finish_reason"] for e in finals if e["finished"]) == ["abort"] * 3
     raw.close()
     expected = cli_tokens(tiny_dir, tmp_path, 5, 1, 16)
@@ -163,7 +175,7 @@ def test_streaming_deltas_add_up_to_the_result(server):
             assert parts[(j, i)] == r.token_ids == finals[(j, i)].token_ids
 
 
-def test_a_client_that_dies_has_its_requests_aborted(server):
+def test_a_client_that_dies_has_its_requests_aborted(tiny_dir):
     script = (
         "import sys, time\n"
         "from specactor.client import RolloutClient\n"
@@ -175,7 +187,7 @@ def test_a_client_that_dies_has_its_requests_aborted(server):
         "print('sent', flush=True)\n"
         "time.sleep(60)\n"
     )
-    with RolloutClient(server.address) as c:
+    with Server(tiny_dir, *FAST) as server, RolloutClient(server.address) as c:
         before = c.stats()
         child = subprocess.Popen(
             [sys.executable, "-c", script, server.address], stdout=subprocess.PIPE, text=True
@@ -298,13 +310,15 @@ def test_two_thousand_concurrent_requests(tiny_dir):
         async def run():
             async with AsyncRolloutClient(s.address) as c:
                 t0 = time.perf_counter()
-                calls = [c.generate([[1, 2 + i % 50, 3]], max_tokens=8, seed=i) for i in range(2000)]
+                calls = [c.generate([[1, 2 + i % 50, 3]], max_tokens=32, seed=i) for i in range(2000)]
                 results = await asyncio.gather(*calls)
                 return results, time.perf_counter() - t0, await c.stats()
 
         results, wall, stats = asyncio.run(run())
     assert len(results) == 2000
-    assert all(len(r) == 1 and len(r[0]) == 1 and 1 <= len(r[0][0].token_ids) <= 8 for r in results)
+    assert all(len(r) == 1 and len(r[0]) == 1 and 1 <= len(r[0][0].token_ids) <= 32 for r in results)
+    # each call got its own answer: the reported seed is the one its own seed derives
+    assert [r[0][0].seed for r in results] == [derive_seed(i, 0, 0) for i in range(2000)]
     assert stats["requests_accepted"] == stats["requests_finished"] == 2000
     assert stats["requests_failed"] == stats["requests_aborted"] == 0
     assert stats["peak_batch"] >= 64, stats
