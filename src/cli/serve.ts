@@ -2,9 +2,14 @@
  * `specactor serve`: the rollout server. The in-process engine and the same rollout core, drafters
  * and seeds as `specactor rollout`, behind the ZeroMQ/msgpack protocol of bridge/PROTOCOL.md.
  */
+import { type ChildProcess, spawn } from "node:child_process";
 import * as fs from "node:fs";
+import * as path from "node:path";
 import type { Drafter } from "../drafters/drafter";
+import type { Engine } from "../engine/engine";
 import { OnnxEngine } from "../engine/onnx-engine";
+import { WorkerPool } from "../engine/worker-pool";
+import { projectRoot, pythonBin } from "../paths";
 import { resolveModel } from "../models/registry";
 import { RolloutCore } from "../rollout/core";
 import { DRAFTERS, type DrafterName, makeDrafter } from "../rollout/run";
@@ -22,7 +27,15 @@ const OPTIONS: OptSpec[] = [
   { name: "drafter", type: "string", metavar: DRAFTERS.join("|"), help: "the drafter of --mode vanilla" },
   { name: "draft-len", type: "int", default: 4, metavar: "K", help: "draft depth per verify step (vanilla)" },
   { name: "drafter-model", type: "string", metavar: "DIR", help: "prepared drafter model for --drafter model" },
-  { name: "threads", type: "int", help: "onnxruntime intra-op threads (default: all cores)" },
+  { name: "threads", type: "int", help: "onnxruntime (or torch worker) threads (default: all cores)" },
+  { name: "engine", type: "string", default: "onnx", metavar: "onnx|workers", help: "in-process ONNX engine, or Python torch engine workers (PROTOCOL.md section 5)" },
+  { name: "workers", type: "int", default: 0, metavar: "N", help: "with --engine workers: start N local workers (python -m specactor.worker)" },
+  { name: "min-workers", type: "int", metavar: "N", help: "with --engine workers: registered workers needed before ready (default: --workers, at least 1)" },
+  { name: "worker-address", type: "string", default: "tcp://127.0.0.1:*", metavar: "ADDR", help: "where workers connect (the bound endpoint is logged)" },
+  { name: "worker-device", type: "string", default: "cpu", metavar: "cpu|cuda", help: "device of the workers this command starts" },
+  { name: "worker-max-context", type: "int", default: 2048, metavar: "C", help: "KV positions per sequence of the workers this command starts" },
+  { name: "worker-timeout", type: "number", default: 10, metavar: "SECONDS", help: "a worker silent this long is lost; its sequences move to another" },
+  { name: "step-timeout", type: "number", default: 120, metavar: "SECONDS", help: "a worker step running longer is a hung worker" },
   { name: "heartbeat-interval", type: "number", default: 1, metavar: "SECONDS", help: "how often clients must speak (announced in welcome)" },
   { name: "client-timeout", type: "number", default: 10, metavar: "SECONDS", help: "a client silent this long is lost: its requests are aborted" },
   { name: "max-message-bytes", type: "int", default: 64 * 1024 * 1024, help: "larger messages are refused with too_large" },
@@ -81,9 +94,44 @@ export async function serveCommand(argv: string[]): Promise<void> {
   const address = a.address as string;
   if (!/^(tcp|ipc|inproc):\/\/.+/.test(address)) throw new UsageError(`--address ${address}: expected tcp://HOST:PORT, ipc://PATH or inproc://NAME`);
 
+  const engineKind = a.engine as string;
+  if (engineKind !== "onnx" && engineKind !== "workers") throw new UsageError(`--engine ${engineKind} is not supported (onnx, workers)`);
+  if (engineKind === "onnx" && (a.workers as number) > 0) throw new UsageError("--workers needs --engine workers");
+  if ((a.workers as number) < 0) throw new UsageError(`--workers must be >= 0, got ${a.workers}`);
   const modelDir = await resolveModel(a.model as string);
   const threads = a.threads as number | undefined;
-  const engine = await OnnxEngine.load(modelDir, { threads });
+  const log = (line: string) => process.stderr.write(`specactor serve: ${line}\n`);
+  const children: ChildProcess[] = [];
+  let engine: Engine;
+  if (engineKind === "onnx") {
+    engine = await OnnxEngine.load(modelDir, { threads });
+  } else {
+    const pool = new WorkerPool({
+      address: a["worker-address"] as string,
+      heartbeatIntervalS: a["heartbeat-interval"] as number,
+      workerTimeoutS: a["worker-timeout"] as number,
+      stepTimeoutS: a["step-timeout"] as number,
+      log,
+    });
+    await pool.start();
+    log(`workers connect to ${pool.endpoint}`);
+    const spawned = a.workers as number;
+    const slots = a["max-batch"] as number; // each worker can hold every running sequence
+    for (let i = 0; i < spawned; i++) {
+      children.push(startWorker(pool.endpoint, modelDir, { device: a["worker-device"] as string, threads, slots, context: a["worker-max-context"] as number }));
+    }
+    // a worker we started that is dropped must not come back with stale state
+    pool.onLost = (_id, pid) => children.find((c) => c.pid === pid)?.kill("SIGKILL");
+    const need = (a["min-workers"] as number | undefined) ?? Math.max(1, spawned);
+    try {
+      await pool.waitForWorkers(need, 300);
+    } catch (e) {
+      for (const c of children) c.kill("SIGKILL");
+      await pool.close();
+      throw e;
+    }
+    engine = pool;
+  }
   let drafter: Drafter | undefined;
   if (mode === "vanilla") drafter = await makeDrafter(drafterName as DrafterName, modelDir, { drafterModelDir: a["drafter-model"] as string | undefined, threads });
   const core = new RolloutCore(engine, a["max-batch"] as number, drafter ? { drafter, draftLen: a["draft-len"] as number } : undefined);
@@ -102,6 +150,11 @@ export async function serveCommand(argv: string[]): Promise<void> {
     server: `specactor-ts ${mode}${drafter ? `/${drafter.name}` : ""} on ${engine.info.name}`,
   });
 
+  if (engine instanceof WorkerPool) {
+    const pool = engine;
+    service.extraStats = () => ({ workers: pool.workerStats(), ...pool.stats });
+  }
+
   let stopping: Promise<void> | undefined;
   const stop = (how: () => Promise<void>) =>
     (stopping ??= (async () => {
@@ -109,6 +162,7 @@ export async function serveCommand(argv: string[]): Promise<void> {
       await server.close();
       await drafter?.close?.();
       await engine.close();
+      for (const c of children) c.kill("SIGTERM");
       process.stderr.write(`specactor serve: stopped (${JSON.stringify(service.counters)})\n`);
     })());
   const done = new Promise<void>((resolve) => {
@@ -124,8 +178,24 @@ export async function serveCommand(argv: string[]): Promise<void> {
     await server.start(service);
   } catch (e) {
     await engine.close();
+    for (const c of children) c.kill("SIGKILL");
     throw new UsageError(`cannot bind ${address}: ${(e as Error).message}`);
   }
   process.stdout.write(`specactor serve: ready on ${server.endpoint} (protocol ${PROTOCOL_VERSION}, ${engine.info.name}, ${service.health().status})\n`);
   await done;
+}
+
+/** A local Python engine worker connected to `endpoint`; its output goes to our stderr. */
+function startWorker(endpoint: string, modelDir: string, o: { device: string; threads?: number; slots: number; context: number }): ChildProcess {
+  const args = ["-m", "specactor.worker", "--connect", endpoint, "--model", modelDir, "--role", "verifier", "--device", o.device, "--max-batch", String(o.slots)];
+  const meta = JSON.parse(fs.readFileSync(path.join(modelDir, "onnx", "model.json"), "utf8")) as { max_context: number };
+  args.push("--max-context", String(Math.min(o.context, meta.max_context)));
+  if (o.threads !== undefined) args.push("--threads", String(o.threads));
+  const child = spawn(pythonBin(), args, {
+    cwd: projectRoot(),
+    stdio: ["ignore", "ignore", "inherit"],
+    env: { ...process.env, PYTHONPATH: [path.join(projectRoot(), "python"), process.env.PYTHONPATH].filter(Boolean).join(":") },
+  });
+  child.on("error", (e) => process.stderr.write(`specactor serve: cannot start a worker: ${e.message}\n`));
+  return child;
 }

@@ -80,6 +80,8 @@ export class RolloutService {
   private drainWaiters: (() => void)[] = [];
   /** Set by the transport: how many clients are connected. */
   clientCount = (): number => 0;
+  /** Engine-specific additions to `stats` (e.g. the worker pool's workers and failovers). */
+  extraStats?: () => Body;
   /** Called once after `bye` when the service has shut down. */
   onShutdown?: () => void;
 
@@ -197,6 +199,7 @@ export class RolloutService {
       clients: this.clientCount(),
       in_flight_requests: this.requests.size,
       ...this.counters,
+      ...this.extraStats?.(),
       drafter: s.drafter
         ? {
             verify_steps: s.drafter.verifySeqSteps,

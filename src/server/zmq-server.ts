@@ -40,6 +40,7 @@ export class ZmqServer {
   private retryTimer?: NodeJS.Timeout;
   private reaper?: NodeJS.Timeout;
   private closed = false;
+  private lastReap = 0;
 
   constructor(private readonly opts: ZmqOptions) {
     this.sock = new zmq.Router({
@@ -51,6 +52,10 @@ export class ZmqServer {
     });
   }
 
+  private get reapIntervalMs(): number {
+    return Math.max(20, (this.opts.heartbeatIntervalS * 1000) / 2);
+  }
+
   get clientCount(): number {
     return this.peers.size;
   }
@@ -60,7 +65,8 @@ export class ZmqServer {
     this.service = service;
     service.clientCount = () => this.peers.size;
     await this.sock.bind(this.opts.address);
-    this.reaper = setInterval(() => this.reap(), Math.max(20, (this.opts.heartbeatIntervalS * 1000) / 2));
+    this.lastReap = Date.now();
+    this.reaper = setInterval(() => this.reap(), this.reapIntervalMs);
     void this.receive();
   }
 
@@ -163,8 +169,19 @@ export class ZmqServer {
     }
   }
 
+  /**
+   * Loses peers silent for the client timeout. Time the event loop spent blocked (a long engine step
+   * run synchronously) does not count: the peers' heartbeats are waiting unread in the socket.
+   */
   private reap(): void {
-    const limit = Date.now() - this.opts.clientTimeoutS * 1000;
+    const now = Date.now();
+    const stall = now - this.lastReap - this.reapIntervalMs;
+    this.lastReap = now;
+    if (stall > this.reapIntervalMs) {
+      for (const peer of this.peers.values()) peer.lastSeen += stall;
+      return;
+    }
+    const limit = now - this.opts.clientTimeoutS * 1000;
     for (const [client, peer] of this.peers) if (peer.lastSeen < limit) this.lose(client, "no heartbeat");
   }
 
