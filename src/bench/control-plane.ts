@@ -24,7 +24,7 @@ export async function benchControlPlane(active: number, drafter: DrafterName | u
   const d = drafter ? await makeDrafter(drafter, "", {}) : undefined;
   const core = new RolloutCore(engine, active, d ? { drafter: d, draftLen: 4 } : undefined);
   let bytes = 0;
-  const service = new RolloutService(core, engine.info, (_client, type, body, arrays) => {
+  const service = new RolloutService(core, engine, (_client, type, body, arrays) => {
     for (const f of encode(type, body, arrays)) bytes += f.length;
   }, { heartbeatIntervalS: 1, clientTimeoutS: 10, maxMessageBytes: 1 << 30, server: "bench" });
   const perClient = Math.ceil(active / opts.clients);

@@ -30,7 +30,7 @@ const OPTIONS: OptSpec[] = [
   { name: "threads", type: "int", help: "onnxruntime (or torch worker) threads (default: all cores)" },
   { name: "engine", type: "string", default: "onnx", metavar: "onnx|workers", help: "in-process ONNX engine, or Python torch engine workers (PROTOCOL.md section 5)" },
   { name: "workers", type: "int", default: 0, metavar: "N", help: "with --engine workers: start N local workers (python -m specactor.worker)" },
-  { name: "min-workers", type: "int", metavar: "N", help: "with --engine workers: registered workers needed before ready (default: --workers, at least 1)" },
+  { name: "min-workers", type: "int", metavar: "N", help: "with --engine workers: registered workers needed before ready (default: --workers, at least 1; 0: ready at once, requests fail until one registers)" },
   { name: "worker-address", type: "string", default: "tcp://127.0.0.1:*", metavar: "ADDR", help: "where workers connect (the bound endpoint is logged)" },
   { name: "worker-device", type: "string", default: "cpu", metavar: "cpu|cuda", help: "device of the workers this command starts" },
   { name: "worker-max-context", type: "int", default: 2048, metavar: "C", help: "KV positions per sequence of the workers this command starts" },
@@ -123,6 +123,7 @@ export async function serveCommand(argv: string[]): Promise<void> {
     // a worker we started that is dropped must not come back with stale state
     pool.onLost = (_id, pid) => children.find((c) => c.pid === pid)?.kill("SIGKILL");
     const need = (a["min-workers"] as number | undefined) ?? Math.max(1, spawned);
+    if (need < 0) throw new UsageError(`--min-workers must be >= 0, got ${need}`);
     try {
       await pool.waitForWorkers(need, 300);
     } catch (e) {
@@ -143,7 +144,7 @@ export async function serveCommand(argv: string[]): Promise<void> {
     maxClientBacklog: a["max-client-backlog"] as number,
     sendHighWaterMark: a["send-hwm"] as number,
   });
-  const service = new RolloutService(core, engine.info, server.send, {
+  const service = new RolloutService(core, engine, server.send, {
     heartbeatIntervalS: a["heartbeat-interval"] as number,
     clientTimeoutS: a["client-timeout"] as number,
     maxMessageBytes: a["max-message-bytes"] as number,

@@ -77,13 +77,14 @@ export class WorkerPool implements Engine {
   private timer?: NodeJS.Timeout;
   private closed = false;
   private lastWatch = 0;
+  private sending: Promise<void> = Promise.resolve();
   private registrationWaiters: (() => void)[] = [];
   private tail: Promise<unknown> = Promise.resolve();
   /** A worker was dropped (whoever started its process may kill it: it must not return with stale state). */
   onLost?: (workerId: string, pid: number | null) => void;
 
   constructor(private readonly opts: WorkerPoolOptions) {
-    this.sock = new zmq.Router({ mandatory: true, linger: 0, sendHighWaterMark: 0, receiveHighWaterMark: 0 });
+    this.sock = new zmq.Router({ mandatory: true, sendTimeout: 0, linger: 0, sendHighWaterMark: 10000, receiveHighWaterMark: 0 });
   }
 
   async start(): Promise<void> {
@@ -251,9 +252,22 @@ export class WorkerPool implements Engine {
 
   // ---- socket -----------------------------------------------------------------------------------
 
+  /**
+   * Sends are serialised (zeromq.js allows one in flight) and never wait: the ROUTER runs with
+   * ROUTER_MANDATORY and a zero send timeout, so a message to a worker that is gone, or that stopped
+   * reading, fails at once and the worker is lost, instead of blocking every other worker's messages.
+   */
   private send(w: Worker, type: string, body: Body, arrays?: Record<string, Int32Array>): void {
     w.lastSent = Date.now();
-    this.sock.send([w.routingId, ...encode(type, body, arrays)]).catch((e) => this.lose(w, `send failed: ${(e as Error).message}`));
+    const frames = [w.routingId, ...encode(type, body, arrays)];
+    this.sending = this.sending.then(async () => {
+      if (this.closed) return;
+      try {
+        await this.sock.send(frames);
+      } catch (e) {
+        this.lose(w, `send failed: ${(e as { code?: string }).code ?? (e as Error).message}`);
+      }
+    });
   }
 
   private async receive(): Promise<void> {
@@ -310,7 +324,8 @@ export class WorkerPool implements Engine {
               ? `model ${String(b.model)} (vocab ${String(b.vocab_size)}) differs from the pool's ${this.info.model} (vocab ${this.info.vocabSize})`
               : undefined;
     if (problem) {
-      void this.sock.send([routingId, ...encode("error", { code: "invalid_request", message: `cannot register: ${problem}` })]).catch(() => undefined);
+      const frames = [routingId, ...encode("error", { code: "invalid_request", message: `cannot register: ${problem}` })];
+      this.sending = this.sending.then(() => this.sock.send(frames).catch(() => undefined));
       return;
     }
     const old = this.workers.get(key);

@@ -8,6 +8,7 @@
  * Seeds follow the CLI: sample i of prompt j gets deriveSeed(seed, j, i).
  */
 import type { EngineInfo } from "../engine/engine";
+// the engine's info is read on use: a worker pool learns it when its first worker registers
 import { type Body, type Message, PROTOCOL_VERSION, type TypedArray } from "../bridge/wire";
 import { RequestError, type RolloutCore, type RolloutResult } from "../rollout/core";
 import { deriveSeed, freshSeed } from "../sampling/seeds";
@@ -87,7 +88,7 @@ export class RolloutService {
 
   constructor(
     private readonly core: RolloutCore,
-    private readonly info: EngineInfo,
+    private readonly engine: { readonly info: EngineInfo },
     private readonly send: Send,
     private readonly opts: ServiceOptions,
   ) {
@@ -108,7 +109,7 @@ export class RolloutService {
         return this.reply(client, "welcome", {
           protocol: PROTOCOL_VERSION,
           server: this.opts.server,
-          model: { name: this.info.model, vocab_size: this.info.vocabSize, max_context: this.info.maxContext, eos_ids: [...this.info.eosIds] },
+          model: { name: this.engine.info.model, vocab_size: this.engine.info.vocabSize, max_context: this.engine.info.maxContext, eos_ids: [...this.engine.info.eosIds] },
           heartbeat_interval_s: this.opts.heartbeatIntervalS,
           client_timeout_s: this.opts.clientTimeoutS,
           max_message_bytes: this.opts.maxMessageBytes,
@@ -180,7 +181,7 @@ export class RolloutService {
       queued,
       clients: this.clientCount(),
       uptime_s: this.uptime(),
-      engine: this.info.name,
+      engine: this.engine.info.name,
     };
   }
 
@@ -217,6 +218,7 @@ export class RolloutService {
     const id = b.id as string;
     const fail = (code: string, message: string) => this.error(client, code, message, { id, type: "generate" });
     if (this.shuttingDown) return fail("shutting_down", "the server is shutting down");
+    if (this.engine.info.vocabSize === 0) return fail("engine_failed", "no engine worker has registered yet");
     const key = requestKey(client, id);
     if (this.requests.has(key)) return fail("duplicate_id", `request '${id}' is already in flight`);
     const lengths = b.prompt_lengths as number[];

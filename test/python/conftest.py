@@ -7,6 +7,8 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Self
 
@@ -77,16 +79,36 @@ sys.path.insert(0, str(ROOT / "python"))
 
 
 class Server:
-    """A real `specactor serve` process on a free loopback port; `stop()` kills what is left of it."""
+    """A real `specactor serve` process on a free loopback port; `stop()` kills what is left of it.
+
+    Its stderr is drained by a thread (a full pipe would block the server) into `lines`.
+    """
 
     def __init__(self, model_dir: Path, *args: str) -> None:
         cmd = [*CLI, "serve", "--model", str(model_dir), "--address", "tcp://127.0.0.1:*", *args]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self._drain = threading.Thread(target=self._read_stderr, daemon=True)
+        self._drain.start()
         line = self.proc.stdout.readline()
         if "ready on " not in line:
             self.proc.kill()
-            raise AssertionError(f"server did not start: {line}{self.proc.stderr.read()}")
+            self._drain.join(10)
+            raise AssertionError(f"server did not start: {line}{''.join(self.lines)}")
         self.address = line.split("ready on ", 1)[1].split()[0]
+
+    def _read_stderr(self) -> None:
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    def log_line(self, needle: str, timeout: float = 30) -> str:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            for line in list(self.lines):
+                if needle in line:
+                    return line.strip()
+            time.sleep(0.05)
+        raise AssertionError(f"no server log line with {needle!r}: {''.join(self.lines)}")
 
     def wait(self, timeout: float = 30) -> int:
         return self.proc.wait(timeout=timeout)
@@ -95,7 +117,8 @@ class Server:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(timeout=30)
-        return self.proc.stderr.read()
+        self._drain.join(10)
+        return "".join(self.lines)
 
     def __enter__(self) -> Self:
         return self
