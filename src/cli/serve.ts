@@ -10,7 +10,8 @@ import type { Engine } from "../engine/engine";
 import { OnnxEngine } from "../engine/onnx-engine";
 import { WorkerPool } from "../engine/worker-pool";
 import { projectRoot, pythonBin } from "../paths";
-import { resolveModel } from "../models/registry";
+import { ModelDrafter } from "../drafters/model";
+import { drafterDirs, resolveModel } from "../models/registry";
 import { RolloutCore } from "../rollout/core";
 import { DRAFTERS, type DrafterName, makeDrafter } from "../rollout/run";
 import { PROTOCOL_VERSION } from "../bridge/wire";
@@ -35,6 +36,8 @@ const OPTIONS: OptSpec[] = [
   { name: "worker-device", type: "string", default: "cpu", metavar: "cpu|cuda", help: "device of the workers this command starts" },
   { name: "worker-max-context", type: "int", default: 2048, metavar: "C", help: "KV positions per sequence of the workers this command starts" },
   { name: "worker-timeout", type: "number", default: 10, metavar: "SECONDS", help: "a worker silent this long is lost; its sequences move to another" },
+  { name: "drafter-workers", type: "int", default: 0, metavar: "N", help: "with --drafter model: run the drafter model on N local Python workers (role drafter)" },
+  { name: "drafter-worker-address", type: "string", default: "tcp://127.0.0.1:*", metavar: "ADDR", help: "where drafter workers connect" },
   { name: "step-timeout", type: "number", default: 120, metavar: "SECONDS", help: "a worker step running longer is a hung worker" },
   { name: "heartbeat-interval", type: "number", default: 1, metavar: "SECONDS", help: "how often clients must speak (announced in welcome)" },
   { name: "client-timeout", type: "number", default: 10, metavar: "SECONDS", help: "a client silent this long is lost: its requests are aborted" },
@@ -118,7 +121,7 @@ export async function serveCommand(argv: string[]): Promise<void> {
     const spawned = a.workers as number;
     const slots = a["max-batch"] as number; // each worker can hold every running sequence
     for (let i = 0; i < spawned; i++) {
-      children.push(startWorker(pool.endpoint, modelDir, { device: a["worker-device"] as string, threads, slots, context: a["worker-max-context"] as number }));
+      children.push(startWorker(pool.endpoint, modelDir, { role: "verifier", device: a["worker-device"] as string, threads, slots, context: a["worker-max-context"] as number }));
     }
     // a worker we started that is dropped must not come back with stale state
     pool.onLost = (_id, pid) => children.find((c) => c.pid === pid)?.kill("SIGKILL");
@@ -134,7 +137,31 @@ export async function serveCommand(argv: string[]): Promise<void> {
     engine = pool;
   }
   let drafter: Drafter | undefined;
-  if (mode === "vanilla") drafter = await makeDrafter(drafterName as DrafterName, modelDir, { drafterModelDir: a["drafter-model"] as string | undefined, threads });
+  const drafterWorkers = a["drafter-workers"] as number;
+  if (drafterWorkers < 0) throw new UsageError(`--drafter-workers must be >= 0, got ${drafterWorkers}`);
+  if (drafterWorkers > 0 && drafterName !== "model") throw new UsageError("--drafter-workers needs --mode vanilla --drafter model");
+  if (drafterWorkers > 0) {
+    const dir = (a["drafter-model"] as string | undefined) ?? drafterDirs(modelDir)[0];
+    if (!dir) throw new UsageError(`${modelDir} has no truncated drafter; give --drafter-model DIR`);
+    const pool = new WorkerPool({
+      address: a["drafter-worker-address"] as string,
+      role: "drafter",
+      heartbeatIntervalS: a["heartbeat-interval"] as number,
+      workerTimeoutS: a["worker-timeout"] as number,
+      stepTimeoutS: a["step-timeout"] as number,
+      log: (line) => log(`drafter ${line}`),
+    });
+    await pool.start();
+    log(`drafter workers connect to ${pool.endpoint}`);
+    for (let i = 0; i < drafterWorkers; i++) {
+      children.push(startWorker(pool.endpoint, dir, { role: "drafter", device: a["worker-device"] as string, threads, slots: a["max-batch"] as number, context: a["worker-max-context"] as number }));
+    }
+    pool.onLost = (_id, pid) => children.find((c) => c.pid === pid)?.kill("SIGKILL");
+    await pool.waitForWorkers(drafterWorkers, 300);
+    drafter = new ModelDrafter(pool);
+  } else if (mode === "vanilla") {
+    drafter = await makeDrafter(drafterName as DrafterName, modelDir, { drafterModelDir: a["drafter-model"] as string | undefined, threads });
+  }
   const core = new RolloutCore(engine, a["max-batch"] as number, drafter ? { drafter, draftLen: a["draft-len"] as number } : undefined);
   const server = new ZmqServer({
     address,
@@ -187,8 +214,8 @@ export async function serveCommand(argv: string[]): Promise<void> {
 }
 
 /** A local Python engine worker connected to `endpoint`; its output goes to our stderr. */
-function startWorker(endpoint: string, modelDir: string, o: { device: string; threads?: number; slots: number; context: number }): ChildProcess {
-  const args = ["-m", "specactor.worker", "--connect", endpoint, "--model", modelDir, "--role", "verifier", "--device", o.device, "--max-batch", String(o.slots)];
+function startWorker(endpoint: string, modelDir: string, o: { role: string; device: string; threads?: number; slots: number; context: number }): ChildProcess {
+  const args = ["-m", "specactor.worker", "--connect", endpoint, "--model", modelDir, "--role", o.role, "--device", o.device, "--max-batch", String(o.slots)];
   const meta = JSON.parse(fs.readFileSync(path.join(modelDir, "onnx", "model.json"), "utf8")) as { max_context: number };
   args.push("--max-context", String(Math.min(o.context, meta.max_context)));
   if (o.threads !== undefined) args.push("--threads", String(o.threads));

@@ -18,6 +18,8 @@ import { EMPTY_TRIE } from "./trie";
 
 export interface WorkerPoolOptions {
   address: string;
+  /** The role this pool's workers register with: verifiers, or model drafters (a ModelDrafter's engine). */
+  role?: "verifier" | "drafter";
   heartbeatIntervalS: number;
   workerTimeoutS: number;
   /** A step running longer than this means a hung worker. */
@@ -316,8 +318,8 @@ export class WorkerPool implements Engine {
     const problem =
       b.protocol !== PROTOCOL_VERSION
         ? `protocol ${String(b.protocol)} (the server speaks ${PROTOCOL_VERSION})`
-        : b.role !== "verifier"
-          ? `role '${String(b.role)}' (this server drives verifiers only)`
+        : b.role !== (this.opts.role ?? "verifier")
+          ? `role '${String(b.role)}' (this address takes ${this.opts.role ?? "verifier"}s)`
           : typeof b.vocab_size !== "number" || !Array.isArray(b.eos_ids) || typeof cap?.max_context !== "number" || typeof cap?.max_batch !== "number"
             ? "register needs vocab_size, eos_ids and capacity {max_batch, max_context}"
             : this.live.length > 0 && (b.vocab_size !== this.info.vocabSize || b.model !== this.info.model)
@@ -351,7 +353,7 @@ export class WorkerPool implements Engine {
     this.stats.workers_registered++;
     const live = this.live;
     this.info = {
-      name: `torch workers (${live.length} x ${w.device}) ${w.model}`,
+      name: `torch ${this.opts.role ?? "verifier"} workers (${live.length} x ${w.device}) ${w.model}`,
       model: w.model,
       vocabSize: w.vocabSize,
       maxContext: Math.min(...live.map((x) => x.capacity.max_context)),

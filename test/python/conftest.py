@@ -38,6 +38,27 @@ def no_python_env(tmp_path: Path) -> dict:
     return env
 
 
+def naive_decode(
+    model, prompt: list[int], params, seed: int, max_tokens: int, eos
+) -> tuple[list[int], list[float]]:
+    """Transformers recomputing the whole sequence for every token, sampled at absolute positions:
+    the slowest and plainest path to what every engine must return."""
+    import torch
+    from specactor.sampling import sample
+
+    seq, out, lps = list(prompt), [], []
+    while len(out) < max_tokens:
+        with torch.no_grad():
+            logits = model(torch.tensor([seq])).logits[0, -1].numpy()
+        tok, lp = sample(logits, params, seed, len(seq))
+        seq.append(tok)
+        out.append(tok)
+        lps.append(lp)
+        if tok in eos:
+            break
+    return out, lps
+
+
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 

@@ -5,25 +5,11 @@ top-k/top-p, through continuous batching (admissions, releases that move slots, 
 import numpy as np
 import pytest
 import torch
-from conftest import read_jsonl, run_cli, write_jsonl
-from specactor.sampling import SamplingParams, derive_seed, sample
+from conftest import naive_decode, read_jsonl, run_cli, write_jsonl
+from specactor.sampling import SamplingParams, derive_seed
 from transformers import AutoModelForCausalLM
 
 PROMPTS = [[1, 17, 42, 99, 7], [1, 300, 301], [5], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], [1, 400, 33]]
-
-
-def naive(model, prompt, params, seed, max_tokens, eos):
-    seq, out, lps = list(prompt), [], []
-    while len(out) < max_tokens:
-        with torch.no_grad():
-            logits = model(torch.tensor([seq])).logits[0, -1].numpy()
-        tok, lp = sample(logits, params, seed, len(seq))
-        seq.append(tok)
-        out.append(tok)
-        lps.append(lp)
-        if tok in eos:
-            break
-    return out, lps
 
 
 @pytest.mark.parametrize("temperature, top_p, top_k", [(1.0, 1.0, -1), (0.8, 0.9, 30)])
@@ -59,7 +45,7 @@ def test_engine_matches_the_naive_path(tiny_dir, tmp_path, temperature, top_p, t
     params = SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k)
     for r in rows:
         seed = derive_seed(31, r["prompt_index"], r["sample_index"])
-        tokens, lps = naive(model, PROMPTS[r["prompt_index"]], params, seed, 150, {2})
+        tokens, lps = naive_decode(model, PROMPTS[r["prompt_index"]], params, seed, 150, {2})
         assert r["token_ids"] == tokens
         np.testing.assert_allclose(r["logprobs"], lps, atol=1e-4)
     assert max(len(r["token_ids"]) for r in rows) > 64  # the context grew past a capacity granule

@@ -328,6 +328,17 @@ def test_two_thousand_concurrent_requests(tiny_dir):
     )
 
 
+def test_config_file_with_flags_over_it(tiny_dir, tmp_path):
+    cfg = tmp_path / "serve.json"
+    cfg.write_text(json.dumps({"client-timeout": 7, "heartbeat-interval": 0.5, "max-message-bytes": 12345}))
+    with (
+        Server(tiny_dir, "--config", str(cfg), "--heartbeat-interval", "0.25") as s,
+        RolloutClient(s.address) as c,
+    ):
+        w = c.welcome
+    assert (w["client_timeout_s"], w["heartbeat_interval_s"], w["max_message_bytes"]) == (7, 0.25, 12345)
+
+
 def test_serve_rejects_bad_options(tiny_dir):
     for args, needle in [
         (("--address", "localhost:1"), "--address"),

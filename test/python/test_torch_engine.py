@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 import torch
 import zmq
-from conftest import read_jsonl, run_cli, write_jsonl
+from conftest import naive_decode, read_jsonl, run_cli, write_jsonl
 from specactor import wire
-from specactor.sampling import SamplingParams, derive_seed, sample
+from specactor.sampling import SamplingParams, derive_seed
 from specactor.worker import InvalidRequest, SeqStep, TorchEngine, WeightLoadError, Worker
 from transformers import AutoModelForCausalLM
 
@@ -47,18 +47,7 @@ def fresh(engine: TorchEngine) -> TorchEngine:
 
 
 def reference(hf: Any, prompt: list[int], params: SamplingParams, seed: int, max_tokens: int):
-    """Transformers recomputing the whole sequence for every token, sampled at absolute positions."""
-    seq, out, lps = list(prompt), [], []
-    while len(out) < max_tokens:
-        with torch.no_grad():
-            logits = hf(torch.tensor([seq])).logits[0, -1].numpy()
-        tok, lp = sample(logits, params, seed, len(seq))
-        seq.append(tok)
-        out.append(tok)
-        lps.append(lp)
-        if tok in EOS:
-            break
-    return out, lps
+    return naive_decode(hf, prompt, params, seed, max_tokens, EOS)
 
 
 def plain(

@@ -45,6 +45,31 @@ def test_workers_return_the_onnx_engines_tokens(tiny_dir, tmp_path, mode):
         assert stats["drafter"]["accepted_tokens"] > 0
 
 
+def test_a_model_drafter_on_drafter_workers(tiny_dir, tmp_path):
+    """Verifier and drafter both run as Python workers (the drafter here is the model itself, so its
+    drafts are the verifier's samples whenever the coupled noise agrees)."""
+    expected = cli_tokens(
+        tiny_dir, tmp_path, "onnx", "--n", "2", "--max-tokens", "32", "--seed", "3", "--temperature", "0.7"
+    )
+    spec = (
+        "--mode",
+        "vanilla",
+        "--drafter",
+        "model",
+        "--drafter-model",
+        str(tiny_dir),
+        "--drafter-workers",
+        "1",
+    )
+    with (
+        Server(tiny_dir, "--engine", "workers", "--workers", "1", *spec, *FAST) as s,
+        RolloutClient(s.address) as c,
+    ):
+        assert flat(c.generate(PROMPTS, n=2, max_tokens=32, temperature=0.7, seed=3)) == expected
+        drafter = c.stats()["drafter"]
+    assert drafter["accepted_tokens"] > 0.5 * drafter["proposed_tokens"] > 0
+
+
 def busy_worker_pid(c: RolloutClient) -> int:
     deadline = time.time() + 20
     while time.time() < deadline:
