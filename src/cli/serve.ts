@@ -7,7 +7,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import type { Drafter } from "../drafters/drafter";
 import type { Engine } from "../engine/engine";
-import { OnnxEngine } from "../engine/onnx-engine";
+import { ThreadedEngine } from "../engine/threaded-engine";
 import { WorkerPool } from "../engine/worker-pool";
 import { projectRoot, pythonBin } from "../paths";
 import { ModelDrafter } from "../drafters/model";
@@ -107,7 +107,8 @@ export async function serveCommand(argv: string[]): Promise<void> {
   const children: ChildProcess[] = [];
   let engine: Engine;
   if (engineKind === "onnx") {
-    engine = await OnnxEngine.load(modelDir, { threads });
+    // on a thread of its own: a long step must not stop the server from reading its sockets
+    engine = await ThreadedEngine.load(modelDir, { threads });
   } else {
     const pool = new WorkerPool({
       address: a["worker-address"] as string,

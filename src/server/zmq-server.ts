@@ -100,6 +100,8 @@ export class ZmqServer {
     this.closed = true;
     clearInterval(this.reaper);
     clearTimeout(this.retryTimer);
+    // what ZeroMQ still queues (the last replies, `bye`) gets a moment to leave before the socket goes
+    this.sock.linger = 2000;
     this.sock.close();
   }
 

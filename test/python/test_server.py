@@ -328,6 +328,24 @@ def test_two_thousand_concurrent_requests(tiny_dir):
     )
 
 
+def test_the_server_answers_while_a_long_step_runs(smollm2_dir):
+    """The engine runs on a thread of its own: a multi-second prefill does not stop pings."""
+    prompts = [[1, *range(100 + i, 300 + i)] for i in range(16)]
+    with Server(smollm2_dir, "--max-batch", "16", *FAST) as s, RolloutClient(s.address) as c:
+        c.generate([[1, 2, 3]], max_tokens=2, seed=1)  # warm-up
+        busy = threading.Thread(target=lambda: c.generate(prompts, max_tokens=2, seed=2))
+        t0 = time.perf_counter()
+        busy.start()
+        worst = 0.0
+        with RolloutClient(s.address) as probe:
+            while busy.is_alive():
+                worst = max(worst, probe.ping())
+                time.sleep(0.05)
+        step_s = time.perf_counter() - t0
+    assert step_s > 1.5, "the prefill was too short to show anything"
+    assert worst < 0.5, f"a ping waited {worst:.2f}s during a {step_s:.1f}s step"
+
+
 def test_config_file_with_flags_over_it(tiny_dir, tmp_path):
     cfg = tmp_path / "serve.json"
     cfg.write_text(json.dumps({"client-timeout": 7, "heartbeat-interval": 0.5, "max-message-bytes": 12345}))
