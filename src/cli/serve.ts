@@ -161,7 +161,7 @@ export async function serveCommand(argv: string[]): Promise<void> {
     await pool.waitForWorkers(drafterWorkers, 300);
     drafter = new ModelDrafter(pool);
   } else if (mode === "vanilla") {
-    drafter = await makeDrafter(drafterName as DrafterName, modelDir, { drafterModelDir: a["drafter-model"] as string | undefined, threads });
+    drafter = await makeDrafter(drafterName as DrafterName, modelDir, { drafterModelDir: a["drafter-model"] as string | undefined, threads, threaded: true });
   }
   const core = new RolloutCore(engine, a["max-batch"] as number, drafter ? { drafter, draftLen: a["draft-len"] as number } : undefined);
   const server = new ZmqServer({

@@ -19,6 +19,7 @@ import { NgramDrafter } from "../drafters/ngram";
 import { SuffixDrafter } from "../drafters/suffix";
 import type { Engine } from "../engine/engine";
 import { OnnxEngine } from "../engine/onnx-engine";
+import { ThreadedEngine } from "../engine/threaded-engine";
 import { drafterDirs, driftedModel, meanKl } from "../models/registry";
 import type { SamplingParams } from "../sampling/sampler";
 import { deriveSeed } from "../sampling/seeds";
@@ -154,7 +155,11 @@ export async function runRollout(plan: RolloutPlan, hooks: RolloutHooks = {}) {
 }
 
 /** A fresh drafter by name; `model` loads the drafter model (default: `modelDir`'s truncated drafter). */
-export async function makeDrafter(name: DrafterName | undefined, modelDir: string, opts: { drafterModelDir?: string; threads?: number } = {}): Promise<Drafter> {
+export async function makeDrafter(
+  name: DrafterName | undefined,
+  modelDir: string,
+  opts: { drafterModelDir?: string; threads?: number; /** the drafter engine on its own thread (a server) */ threaded?: boolean } = {},
+): Promise<Drafter> {
   switch (name) {
     case "ngram":
       return new NgramDrafter();
@@ -162,7 +167,8 @@ export async function makeDrafter(name: DrafterName | undefined, modelDir: strin
       return new SuffixDrafter();
     case "model": {
       const dir = opts.drafterModelDir ?? drafterDirs(modelDir)[0] ?? modelDir;
-      return new ModelDrafter(await OnnxEngine.load(dir, { threads: opts.threads }));
+      const load = opts.threaded ? ThreadedEngine.load : OnnxEngine.load;
+      return new ModelDrafter(await load(dir, { threads: opts.threads }));
     }
     default:
       throw new Error(`unknown drafter '${name}'`);

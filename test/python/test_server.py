@@ -93,9 +93,19 @@ def test_client_returns_the_cli_tokens(server, tiny_dir, tmp_path):
         assert a[0][0].seed != b[0][0].seed
 
 
-def test_a_speculative_server_returns_plain_tokens(tiny_dir, tmp_path):
+@pytest.mark.parametrize("drafter", ["suffix", "model"])
+def test_a_speculative_server_returns_plain_tokens(tiny_dir, tmp_path, drafter):
     expected = cli_tokens(tiny_dir, tmp_path, 9, 3, 40, "--temperature", "0.7")
-    vanilla = ("--mode", "vanilla", "--drafter", "suffix", "--draft-len", "4")
+    vanilla = (
+        "--mode",
+        "vanilla",
+        "--drafter",
+        drafter,
+        "--draft-len",
+        "4",
+        "--drafter-model",
+        str(tiny_dir),
+    )
     with Server(tiny_dir, *vanilla, *FAST) as s, RolloutClient(s.address) as c:
         for _ in range(2):  # the second round drafts from the first one's history
             assert flat(c.generate(PROMPTS, n=3, max_tokens=40, temperature=0.7, seed=9)) == expected
