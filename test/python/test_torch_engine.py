@@ -3,6 +3,7 @@ sampler, and the worker process (specactor.worker) against a fake server: a ROUT
 
 from __future__ import annotations
 
+import json
 import random
 import select
 import shutil
@@ -18,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 import zmq
-from conftest import naive_decode, read_jsonl, run_cli, write_jsonl
+from conftest import cli_rollout, naive_decode
 from specactor import wire
 from specactor.sampling import SamplingParams, derive_seed
 from specactor.worker import InvalidRequest, SeqStep, TorchEngine, WeightLoadError, Worker
@@ -112,23 +113,11 @@ def test_plain_decoding_matches_the_full_forward(hf, fresh, temperature, seed):
 def test_top_k_top_p_and_the_typescript_engine(tiny_dir, tmp_path, fresh):
     """Token for token what `specactor rollout` (the ONNX engine) samples for the same seeds."""
     params = SamplingParams(temperature=0.8, top_p=0.9, top_k=30)
-    src = write_jsonl(tmp_path / "p.jsonl", [{"prompt_ids": p} for p in PROMPTS])
-    dst = tmp_path / "o.jsonl"
     args = ("--n", "1", "--max-tokens", "48", "--seed", "31", "--temperature", "0.8", "--top-p", "0.9")
-    run_cli(
-        "rollout",
-        "--model",
-        str(tiny_dir),
-        "--prompts",
-        str(src),
-        "--out",
-        str(dst),
-        "--quiet",
-        *args,
-        "--top-k",
-        "30",
+    raw, _ = cli_rollout(
+        tiny_dir, [{"prompt_ids": p} for p in PROMPTS], tmp_path, "onnx", *args, "--top-k", "30"
     )
-    rows = read_jsonl(dst)
+    rows = [json.loads(line) for line in raw.splitlines()]
     assert len(rows) == len(PROMPTS) and sum(len(r["token_ids"]) for r in rows) > 100
     for row in rows:
         j = row["prompt_index"]
