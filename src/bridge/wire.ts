@@ -292,9 +292,12 @@ function resolveRef(ref: unknown, name: string, frames: Buffer[], used: Set<numb
   const size = ITEMSIZE[dtype as DType];
   if (buf.length !== count * size) throw new WireError("bad_frame", `${name}: frame ${frame} has ${buf.length} bytes, shape ${JSON.stringify(shape)} of ${dtype} needs ${count * size}`);
   used.add(frame);
-  // copy: the frame's bytes need not be aligned for a typed-array view
-  const copy = new Uint8Array(buf).buffer;
-  const a = dtype === "int32" ? new Int32Array(copy) : dtype === "float32" ? new Float32Array(copy) : new Float64Array(copy);
+  // a view of the frame where its bytes are aligned for one, else a copy
+  const aligned = buf.byteOffset % size === 0;
+  const bytes = aligned ? buf.buffer : new Uint8Array(buf).buffer;
+  const offset = aligned ? buf.byteOffset : 0;
+  const a =
+    dtype === "int32" ? new Int32Array(bytes, offset, count) : dtype === "float32" ? new Float32Array(bytes, offset, count) : new Float64Array(bytes, offset, count);
   RANKS.set(a, shape.length);
   return a;
 }

@@ -101,33 +101,38 @@ export async function serveCommand(argv: string[]): Promise<void> {
   if (engineKind !== "onnx" && engineKind !== "workers") throw new UsageError(`--engine ${engineKind} is not supported (onnx, workers)`);
   if (engineKind === "onnx" && (a.workers as number) > 0) throw new UsageError("--workers needs --engine workers");
   if ((a.workers as number) < 0) throw new UsageError(`--workers must be >= 0, got ${a.workers}`);
+  const drafterWorkers = a["drafter-workers"] as number;
+  if (drafterWorkers < 0) throw new UsageError(`--drafter-workers must be >= 0, got ${drafterWorkers}`);
+  if (drafterWorkers > 0 && drafterName !== "model") throw new UsageError("--drafter-workers needs --mode vanilla --drafter model");
+  const minWorkers = (a["min-workers"] as number | undefined) ?? Math.max(1, a.workers as number);
+  if (minWorkers < 0) throw new UsageError(`--min-workers must be >= 0, got ${minWorkers}`);
   const modelDir = await resolveModel(a.model as string);
   const threads = a.threads as number | undefined;
   const log = (line: string) => process.stderr.write(`specactor serve: ${line}\n`);
   const children: ChildProcess[] = [];
-  let engine: Engine;
-  if (engineKind === "onnx") {
-    // on a thread of its own: a long step must not stop the server from reading its sockets
-    engine = await ThreadedEngine.load(modelDir, { threads });
-  } else {
+
+  /** A pool of `role` workers on `address`, with `count` local ones started; resolves once `need` registered. */
+  const startPool = async (role: "verifier" | "drafter", address: string, dir: string, count: number, need: number) => {
+    const prefix = role === "verifier" ? "" : `${role} `;
     const pool = new WorkerPool({
-      address: a["worker-address"] as string,
+      address,
+      role,
       heartbeatIntervalS: a["heartbeat-interval"] as number,
       workerTimeoutS: a["worker-timeout"] as number,
       stepTimeoutS: a["step-timeout"] as number,
-      log,
+      log: (line) => log(prefix + line),
     });
     await pool.start();
-    log(`workers connect to ${pool.endpoint}`);
-    const spawned = a.workers as number;
-    const slots = a["max-batch"] as number; // each worker can hold every running sequence
-    for (let i = 0; i < spawned; i++) {
-      children.push(startWorker(pool.endpoint, modelDir, { role: "verifier", device: a["worker-device"] as string, threads, slots, context: a["worker-max-context"] as number }));
+    log(`${prefix}workers connect to ${pool.endpoint}`);
+    const mine: ChildProcess[] = [];
+    for (let i = 0; i < count; i++) {
+      // each worker can hold every running sequence
+      const o = { role, device: a["worker-device"] as string, threads, slots: a["max-batch"] as number, context: a["worker-max-context"] as number };
+      mine.push(startWorker(pool.endpoint, dir, o));
     }
+    children.push(...mine);
     // a worker we started that is dropped must not come back with stale state
-    pool.onLost = (_id, pid) => children.find((c) => c.pid === pid)?.kill("SIGKILL");
-    const need = (a["min-workers"] as number | undefined) ?? Math.max(1, spawned);
-    if (need < 0) throw new UsageError(`--min-workers must be >= 0, got ${need}`);
+    pool.onLost = (_id, pid) => mine.find((c) => c.pid === pid)?.kill("SIGKILL");
     try {
       await pool.waitForWorkers(need, 300);
     } catch (e) {
@@ -135,31 +140,21 @@ export async function serveCommand(argv: string[]): Promise<void> {
       await pool.close();
       throw e;
     }
-    engine = pool;
+    return pool;
+  };
+
+  let engine: Engine;
+  if (engineKind === "onnx") {
+    // on a thread of its own: a long step must not stop the server from reading its sockets
+    engine = await ThreadedEngine.load(modelDir, { threads });
+  } else {
+    engine = await startPool("verifier", a["worker-address"] as string, modelDir, a.workers as number, minWorkers);
   }
   let drafter: Drafter | undefined;
-  const drafterWorkers = a["drafter-workers"] as number;
-  if (drafterWorkers < 0) throw new UsageError(`--drafter-workers must be >= 0, got ${drafterWorkers}`);
-  if (drafterWorkers > 0 && drafterName !== "model") throw new UsageError("--drafter-workers needs --mode vanilla --drafter model");
   if (drafterWorkers > 0) {
     const dir = (a["drafter-model"] as string | undefined) ?? drafterDirs(modelDir)[0];
     if (!dir) throw new UsageError(`${modelDir} has no truncated drafter; give --drafter-model DIR`);
-    const pool = new WorkerPool({
-      address: a["drafter-worker-address"] as string,
-      role: "drafter",
-      heartbeatIntervalS: a["heartbeat-interval"] as number,
-      workerTimeoutS: a["worker-timeout"] as number,
-      stepTimeoutS: a["step-timeout"] as number,
-      log: (line) => log(`drafter ${line}`),
-    });
-    await pool.start();
-    log(`drafter workers connect to ${pool.endpoint}`);
-    for (let i = 0; i < drafterWorkers; i++) {
-      children.push(startWorker(pool.endpoint, dir, { role: "drafter", device: a["worker-device"] as string, threads, slots: a["max-batch"] as number, context: a["worker-max-context"] as number }));
-    }
-    pool.onLost = (_id, pid) => children.find((c) => c.pid === pid)?.kill("SIGKILL");
-    await pool.waitForWorkers(drafterWorkers, 300);
-    drafter = new ModelDrafter(pool);
+    drafter = new ModelDrafter(await startPool("drafter", a["drafter-worker-address"] as string, dir, drafterWorkers, drafterWorkers));
   } else if (mode === "vanilla") {
     drafter = await makeDrafter(drafterName as DrafterName, modelDir, { drafterModelDir: a["drafter-model"] as string | undefined, threads, threaded: true });
   }

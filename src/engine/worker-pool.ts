@@ -198,7 +198,9 @@ export class WorkerPool implements Engine {
             if (!w.seqs.has(step.seqId)) w.placed = Math.max(0, w.placed - 1);
             w.seqs.add(step.seqId);
             // the worker now holds the known tokens, this step's appended ones and the accepted drafts
-            this.cached.set(step.seqId, [...(this.cached.get(step.seqId) ?? []), ...step.append, ...r.tokens.slice(0, r.accepted)]);
+            let known = this.cached.get(step.seqId);
+            if (!known) this.cached.set(step.seqId, (known = []));
+            known.push(...step.append, ...r.tokens.slice(0, r.accepted));
             results.set(step.seqId, r);
           });
         }),

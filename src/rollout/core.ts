@@ -85,6 +85,8 @@ interface Active {
   done: boolean;
   /** Set while the request is in an engine step: an abort or failure then waits for the step. */
   inStep: boolean;
+  /** Taken from the queue into the engine (its end releases engine state, not a queue slot). */
+  admitted: boolean;
   pendingEnd?: { reason: "abort" } | { error: Error };
   events: RequestEvents;
 }
@@ -162,7 +164,7 @@ export class RolloutCore {
       maxDepth: 0,
       maxNodes: 0,
     };
-    const a: Active = { id, req, draft, out, logprobs: [], steps: 0, accepted: 0, done: false, inStep: false, events };
+    const a: Active = { id, req, draft, out, logprobs: [], steps: 0, accepted: 0, done: false, inStep: false, admitted: false, events };
     this.queue.push(a);
     this.byId.set(id, a);
     this.kick();
@@ -240,9 +242,11 @@ export class RolloutCore {
     try {
       while ((this.queue.length > 0 && !this.paused) || this.running.length > 0) {
         const admitted = this.paused ? [] : this.queue.splice(0, this.maxBatch - this.running.length);
+        for (const a of admitted) a.admitted = true;
         this.running.push(...admitted);
         if (admitted.length > 0) await this.runStep(admitted, (a) => a.req.promptIds);
-        const decoding = this.running.filter((a) => !a.done && !admitted.includes(a));
+        const prefilled = new Set(admitted);
+        const decoding = this.running.filter((a) => !a.done && !prefilled.has(a));
         if (decoding.length > 0) await this.runStep(decoding, (a) => [a.out[a.out.length - 1]]);
         this.running = this.running.filter((a) => !a.done);
       }
@@ -368,9 +372,8 @@ export class RolloutCore {
     }
     a.done = true;
     this.byId.delete(a.id);
-    const q = this.queue.indexOf(a);
-    if (q >= 0) this.queue.splice(q, 1);
-    else this.engine.release(a.id);
+    if (a.admitted) this.engine.release(a.id);
+    else this.queue.splice(this.queue.indexOf(a), 1);
     this.spec?.drafter.finish?.(a.draft, a.out);
     if ("error" in how) {
       a.events.fail(how.error);

@@ -12,7 +12,6 @@ import type { EngineInfo } from "../engine/engine";
 import { type Body, type Message, PROTOCOL_VERSION, type TypedArray } from "../bridge/wire";
 import { RequestError, type RolloutCore, type RolloutResult } from "../rollout/core";
 import { deriveSeed, freshSeed } from "../sampling/seeds";
-import { validateParams } from "../sampling/sampler";
 
 export type Send = (client: string, type: string, body: Body, arrays?: Record<string, TypedArray>) => void;
 
@@ -227,16 +226,12 @@ export class RolloutService {
     const maxTokens = b.max_tokens as number;
     const seed = (b.seed as number | null | undefined) ?? freshSeed();
     const historyKey = (b.history_key as string | null | undefined) ?? undefined;
-    let params;
-    try {
-      params = validateParams({
-        temperature: (b.temperature as number | undefined) ?? 1,
-        topP: (b.top_p as number | undefined) ?? 1,
-        topK: (b.top_k as number | undefined) ?? -1,
-      });
-    } catch (e) {
-      return fail("invalid_request", (e as Error).message);
-    }
+    // ranges are the schema's (wire.ts); the core checks them again with the prompts below
+    const params = {
+      temperature: (b.temperature as number | undefined) ?? 1,
+      topP: (b.top_p as number | undefined) ?? 1,
+      topK: (b.top_k as number | undefined) ?? -1,
+    };
     if (lengths.length >= 2 ** 32 || n >= 2 ** 32) return fail("invalid_request", "too many prompts or samples");
     const prompts: number[][] = [];
     let at = 0;

@@ -28,6 +28,8 @@ interface Peer {
   routingId: Buffer;
   lastSeen: number;
   backlog: Buffer[][];
+  /** At its high-water mark: skipped until the retry timer clears it. */
+  blocked: boolean;
 }
 
 const RETRY_MS = 2;
@@ -119,7 +121,7 @@ export class ZmqServer {
     const service = this.service!;
     const client = routingId.toString("hex");
     let peer = this.peers.get(client);
-    if (!peer) this.peers.set(client, (peer = { routingId, lastSeen: 0, backlog: [] }));
+    if (!peer) this.peers.set(client, (peer = { routingId, lastSeen: 0, backlog: [], blocked: false }));
     peer.lastSeen = Date.now();
     const size = frames.reduce((a, f) => a + f.length, 0);
     let msg: Message;
@@ -141,31 +143,40 @@ export class ZmqServer {
     }
   }
 
-  /** Sends backlogs in order; a peer at its high-water mark waits without holding up the others. */
+  /**
+   * Sends backlogs in order; a peer at its high-water mark waits without holding up the others. Runs
+   * until no unblocked peer has anything left, so a message queued for a peer the loop had already
+   * passed (while a send was awaited) does not wait for the next send.
+   */
   private async pump(): Promise<void> {
     if (this.pumping || this.closed) return;
     this.pumping = true;
-    let blocked = false;
     try {
-      for (const [client, peer] of this.peers) {
-        while (peer.backlog.length > 0) {
-          try {
-            await this.sock.send(peer.backlog[0]);
-            peer.backlog.shift();
-          } catch (e) {
-            const code = (e as { code?: string }).code;
-            if (code === "EAGAIN") blocked = true;
-            else this.lose(client, `send failed: ${code ?? (e as Error).message}`);
-            break;
+      let sent = true;
+      while (sent) {
+        sent = false;
+        for (const [client, peer] of this.peers) {
+          while (peer.backlog.length > 0 && !peer.blocked) {
+            try {
+              await this.sock.send(peer.backlog[0]);
+              peer.backlog.shift();
+              sent = true;
+            } catch (e) {
+              const code = (e as { code?: string }).code;
+              if (code === "EAGAIN") peer.blocked = true;
+              else this.lose(client, `send failed: ${code ?? (e as Error).message}`);
+              break;
+            }
           }
         }
       }
     } finally {
       this.pumping = false;
     }
-    if (blocked && !this.retryTimer) {
+    if (!this.retryTimer && [...this.peers.values()].some((p) => p.blocked)) {
       this.retryTimer = setTimeout(() => {
         this.retryTimer = undefined;
+        for (const p of this.peers.values()) p.blocked = false;
         void this.pump();
       }, RETRY_MS);
     }
