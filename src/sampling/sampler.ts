@@ -15,7 +15,8 @@
  * Top-p's mass comparisons use probabilities as exp(z - max) / sum in float64; a token sitting exactly
  * on the P boundary may resolve differently from Python's (which sums pairwise), a measure-zero case.
  */
-import { DOMAIN_SAMPLE, MAX_SEED, bits53, fillBits53, keyParity, seedKey } from "./threefry";
+import { VocabKernel } from "./kernel";
+import { DOMAIN_SAMPLE, MAX_SEED, bits53, keyParity, seedKey } from "./threefry";
 
 export interface SamplingParams {
   temperature: number;
@@ -54,27 +55,26 @@ export interface Sample {
 /**
  * Reusable per-vocabulary scratch space, so sampling a row allocates nothing.
  *
- * Speed (the vocabulary loop is the sampler's whole cost): with E_v = -log U_v, the winner
+ * Speed (the vocabulary loops are the sampler's whole cost): with E_v = -log U_v, the winner
  * argmax z_v - log E_v is argmin E_v / p_v for p_v = exp(z_v - max z). Since E_v >= 1 - U_v, a token
  * with (1 - U_v) / p_v above the best ratio found so far cannot win, and needs no logarithm; the
  * highest-probability token is scored first so the bound bites at once. The pruning margin (1e-6
  * relative) is far above float64 rounding, so survivors alone decide, by the exact canonical score
  * z_v - log(-log U_v): the same float64 expression as the Python twin evaluates for every token.
+ *
+ * The loops over every kept token (scaling, exp, and Threefry with the screen above against the
+ * first token's bound) run in a WebAssembly SIMD kernel (scripts/sampler-kernel.js); it returns the
+ * survivors in ascending order, which are then scored here with the bound tightening as it goes.
+ * Since the bound only tightens, the survivors of the first bound include every token the full scan
+ * would score, so the winner is the full scan's.
  */
 export class Sampler {
-  private readonly z: Float64Array;
-  private readonly keep: Uint32Array;
-  private readonly pv: Float64Array;
+  private readonly k: VocabKernel;
   private readonly heap: Float64Array;
-  private readonly bits: Float64Array;
-  private max = 0;
 
   constructor(readonly vocabSize: number) {
-    this.z = new Float64Array(vocabSize);
-    this.keep = new Uint32Array(vocabSize);
-    this.pv = new Float64Array(vocabSize);
+    this.k = new VocabKernel(vocabSize);
     this.heap = new Float64Array(vocabSize);
-    this.bits = new Float64Array(vocabSize);
   }
 
   /** The token at absolute `position` from the logits computed at position - 1. */
@@ -82,27 +82,26 @@ export class Sampler {
     if (logits.length !== this.vocabSize) throw new RangeError(`expected ${this.vocabSize} logits, got ${logits.length}`);
     if (p.temperature === 0) return greedy(logits);
     const { n, lse } = this.process(logits, p);
-    const { z, keep, pv } = this;
+    const { z, keep, pv, cand } = this.k;
     const [k0, k1] = seedKey(seed, DOMAIN_SAMPLE);
-    const bits = this.bits;
-    fillBits53(position, keep, n, k0, k1, keyParity(k0, k1), bits);
     // the most likely kept token first: its ratio bounds everything else
     let first = 0;
     for (let i = 1; i < n; i++) if (pv[i] > pv[first]) first = i;
     let bestId = keep[first];
-    let bestE = -Math.log((bits[first] + 0.5) / MAX_SEED);
+    const bestE = -Math.log((bits53(position, bestId, k0, k1) + 0.5) / MAX_SEED);
     let bestScore = z[bestId] - Math.log(bestE);
     let bound = (bestE / pv[first]) * (1 + 1e-6);
-    for (let i = 0; i < n; i++) {
-      const u = (bits[i] + 0.5) / MAX_SEED;
-      if (1 - u > bound * pv[i] || i === first) continue;
+    const m = this.k.screen(n, position, k0, k1, keyParity(k0, k1), bound);
+    for (let j = 0; j < m; j++) {
+      const i = cand[j];
       const v = keep[i];
+      const u = (bits53(position, v, k0, k1) + 0.5) / MAX_SEED;
+      if (1 - u > bound * pv[i] || i === first) continue;
       const e = -Math.log(u);
       const score = z[v] - Math.log(e);
       if (score > bestScore || (score === bestScore && v < bestId)) {
         bestScore = score;
         bestId = v;
-        bestE = e;
         bound = (e / pv[i]) * (1 + 1e-6);
       }
     }
@@ -117,7 +116,7 @@ export class Sampler {
       return out;
     }
     const { n, lse } = this.process(logits, p);
-    for (let i = 0; i < n; i++) out[this.keep[i]] = this.z[this.keep[i]] - lse;
+    for (let i = 0; i < n; i++) out[this.k.keep[i]] = this.k.z[this.k.keep[i]] - lse;
     return out;
   }
 
@@ -127,24 +126,24 @@ export class Sampler {
    */
   private process(logits: Float32Array, p: SamplingParams): { n: number; lse: number } {
     const V = this.vocabSize;
-    const { z, keep, pv } = this;
-    let max = -Infinity;
-    for (let v = 0; v < V; v++) {
-      const x = logits[v] / p.temperature;
-      z[v] = x;
-      if (x > max) max = x;
-    }
-    this.max = max;
-    const threshold = p.topK > 0 && p.topK < V ? this.kthLargest(p.topK) : -Infinity;
+    const { z, keep, pv } = this.k;
+    this.k.logits.set(logits);
+    const max = this.k.scaleMax(p.temperature);
     let n = 0;
     let sum = 0;
-    for (let v = 0; v < V; v++) {
-      if (z[v] >= threshold) {
-        const e = Math.exp(z[v] - max);
-        keep[n] = v;
-        pv[n++] = e;
-        sum += e;
+    if (p.topK > 0 && p.topK < V) {
+      const threshold = this.kthLargest(p.topK);
+      for (let v = 0; v < V; v++) {
+        if (z[v] >= threshold) {
+          const e = Math.exp(z[v] - max);
+          keep[n] = v;
+          pv[n++] = e;
+          sum += e;
+        }
       }
+    } else {
+      sum = this.k.expAll(max);
+      n = V;
     }
     if (p.topP < 1) {
       n = this.keepTopP(p.topP, n, sum);
@@ -160,7 +159,7 @@ export class Sampler {
    * sorting: every token below it has at least that mass before it, so it is dropped anyway.
    */
   private keepTopP(topP: number, n: number, sum: number): number {
-    const { keep, pv } = this;
+    const { keep, pv } = this.k;
     let cand: number[] = [];
     for (const margin of [1e-3, 1e-5, 1e-7, 0]) {
       const floor = margin * sum;
@@ -192,7 +191,8 @@ export class Sampler {
 
   /** The k-th largest value of z, by a min-heap of the k largest seen. */
   private kthLargest(k: number): number {
-    const { z, heap } = this;
+    const { z } = this.k;
+    const heap = this.heap;
     for (let i = 0; i < k; i++) heap[i] = z[i];
     for (let i = (k >> 1) - 1; i >= 0; i--) siftDown(heap, k, i);
     for (let v = k; v < z.length; v++) {

@@ -54,46 +54,6 @@ export function keyParity(k0: number, k1: number): number {
   return (k0 ^ k1 ^ PARITY) >>> 0;
 }
 
-const ROUND_ROTATIONS = Int32Array.from(ROTATIONS);
-
-/**
- * out[i] = bits53 of counter (c0, ids[i]) for i < n, under key (k0, k1) with k2 = keyParity(k0, k1).
- * Four independent Threefry chains per iteration: one chain is a serial dependency, four keep the
- * core's integer units busy (about 3x the throughput of one token at a time).
- */
-export function fillBits53(c0: number, ids: Uint32Array, n: number, k0: number, k1: number, k2: number, out: Float64Array): void {
-  const ks = [k0 | 0, k1 | 0, k2 | 0];
-  const R = ROUND_ROTATIONS;
-  const start = (c0 + k0) | 0;
-  let i = 0;
-  for (; i + 4 <= n; i += 4) {
-    let a0 = start, a1 = (ids[i] + k1) | 0;
-    let b0 = start, b1 = (ids[i + 1] + k1) | 0;
-    let c0_ = start, c1 = (ids[i + 2] + k1) | 0;
-    let d0 = start, d1 = (ids[i + 3] + k1) | 0;
-    for (let inj = 1; inj <= 5; inj++) {
-      const base = ((inj - 1) & 1) * 4;
-      for (let j = 0; j < 4; j++) {
-        const r = R[base + j], q = 32 - r;
-        a0 = (a0 + a1) | 0; a1 = ((a1 << r) | (a1 >>> q)) ^ a0;
-        b0 = (b0 + b1) | 0; b1 = ((b1 << r) | (b1 >>> q)) ^ b0;
-        c0_ = (c0_ + c1) | 0; c1 = ((c1 << r) | (c1 >>> q)) ^ c0_;
-        d0 = (d0 + d1) | 0; d1 = ((d1 << r) | (d1 >>> q)) ^ d0;
-      }
-      const x = ks[inj % 3], y = (ks[(inj + 1) % 3] + inj) | 0;
-      a0 = (a0 + x) | 0; a1 = (a1 + y) | 0;
-      b0 = (b0 + x) | 0; b1 = (b1 + y) | 0;
-      c0_ = (c0_ + x) | 0; c1 = (c1 + y) | 0;
-      d0 = (d0 + x) | 0; d1 = (d1 + y) | 0;
-    }
-    out[i] = (a0 >>> 11) * TWO32 + (a1 >>> 0);
-    out[i + 1] = (b0 >>> 11) * TWO32 + (b1 >>> 0);
-    out[i + 2] = (c0_ >>> 11) * TWO32 + (c1 >>> 0);
-    out[i + 3] = (d0 >>> 11) * TWO32 + (d1 >>> 0);
-  }
-  for (; i < n; i++) out[i] = bits53(c0, ids[i], k0, k1);
-}
-
 const scratch = new Uint32Array(2);
 
 /** 53 random bits of counter (c0, c1) under a key, as an exact integer-valued float64. */

@@ -1,6 +1,9 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { bits53, fillBits53, keyParity, threefry2x32, uniform } from "../../src/sampling/threefry";
+import { spawnSync } from "node:child_process";
+import * as path from "node:path";
+import { MAX_SEED, bits53, keyParity, threefry2x32, uniform } from "../../src/sampling/threefry";
+import { VocabKernel } from "../../src/sampling/kernel";
 import { deriveSeed, freshSeed } from "../../src/sampling/seeds";
 import { Sampler, validateParams } from "../../src/sampling/sampler";
 import { vectors } from "./helpers";
@@ -16,12 +19,57 @@ test("threefry2x32_20 matches Random123's known answers and the shared vectors",
   }
 });
 
-test("the four-lane bulk generator equals the scalar one, remainder included", () => {
-  const ids = Uint32Array.from({ length: 23 }, (_, i) => (i * 2654435761) >>> 0);
-  const out = new Float64Array(ids.length);
-  const [k0, k1] = [0x13198a2e, 0x03707344];
-  fillBits53(77, ids, ids.length, k0, k1, keyParity(k0, k1), out);
-  ids.forEach((id, i) => assert.equal(out[i], bits53(77, id, k0, k1)));
+test("the vocabulary kernel's Threefry screen keeps exactly the tokens the scalar rule keeps", () => {
+  const n = 1003; // not a multiple of the kernel's 8 lanes: the padded tail must not leak
+  const k = new VocabKernel(1024);
+  const [k0, k1] = [0x13198a2e, 0x83707344];
+  for (let i = 0; i < 1024; i++) {
+    k.keep[i] = (i * 2654435761) >>> 0;
+    k.pv[i] = Math.exp(-((i * 7919) % 97) / 9);
+  }
+  for (const bound of [0.05, 1, 30]) {
+    const m = k.screen(n, 2 ** 31 + 77, k0, k1, keyParity(k0, k1), bound);
+    const want: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const u = (bits53(2 ** 31 + 77, k.keep[i], k0, k1) + 0.5) / MAX_SEED;
+      if (!(1 - u > bound * k.pv[i])) want.push(i);
+    }
+    assert.ok(want.length > 0 && want.length < n, `bound ${bound} screens something and keeps something`);
+    assert.deepEqual(Array.from(k.cand.subarray(0, m)), want);
+  }
+});
+
+test("the vocabulary kernel's scaling, max and exp agree with Math.exp to a few ulp", () => {
+  const n = 4097;
+  const k = new VocabKernel(n);
+  for (let i = 0; i < n; i++) k.logits[i] = Math.fround(Math.sin(i * 12.9898) * 43.758 - 5);
+  k.logits[100] = NaN; // ignored by the max, as by a comparison loop
+  for (const t of [1, 0.7, 0.013]) {
+    const max = k.scaleMax(t);
+    let want = -Infinity;
+    for (let i = 0; i < n; i++) {
+      if (i !== 100) assert.equal(k.z[i], k.logits[i] / t);
+      if (k.logits[i] / t > want) want = k.logits[i] / t;
+    }
+    assert.equal(max, want);
+    k.z[100] = max - 1;
+    const sum = k.expAll(max);
+    let ref = 0;
+    for (let i = 0; i < n; i++) {
+      const e = Math.exp(k.z[i] - max);
+      ref += e;
+      assert.equal(k.keep[i], i);
+      if (k.z[i] - max < -708) assert.equal(k.pv[i], 0);
+      else assert.ok(Math.abs(k.pv[i] - e) <= 4 * Number.EPSILON * e, `exp(${k.z[i] - max}): ${k.pv[i]} vs ${e}`);
+    }
+    assert.ok(Math.abs(sum - ref) <= 1e-13 * ref);
+  }
+});
+
+test("the committed kernel bytes are built from scripts/sampler-kernel.js", () => {
+  const script = path.join(__dirname, "..", "..", "..", "scripts", "sampler-kernel.js");
+  const r = spawnSync(process.execPath, [script, "--check"], { encoding: "utf8" });
+  assert.equal(r.status, 0, r.stderr);
 });
 
 test("53-bit uniforms and derived seeds are bit-identical to Python's", () => {
