@@ -10,9 +10,10 @@
  *
  *   scale_max(logits, z, n, T)        z_v = f64(logit_v) / T; returns max z (NaN logits ignored)
  *   exp_all(z, pv, keep, n, m)        pv_v = exp(z_v - m), keep_v = v; returns sum pv
- *   screen(keep, pv, cand, n, c0, k0, k1, k2, bound)
+ *   screen(keep, pv, cand, candU, n, c0, k0, k1, k2, bound)
  *                                     cand <- every i < n (ascending) with NOT (1 - U_i > bound * pv_i),
- *                                     U_i = (bits53(c0, keep_i) + 0.5) / 2^53 (Threefry-2x32-20);
+ *                                     candU <- their U_i, where U_i = (bits53(c0, keep_i) + 0.5) / 2^53
+ *                                     (Threefry-2x32-20, key parity word k2 = k0 ^ k1 ^ 0x1bd11bda);
  *                                     returns their count
  *
  * exp: x = k ln2 + r with k = nearest(x log2 e) and ln2 split in two (fdlibm's ln2_hi/ln2_lo), so
@@ -22,15 +23,14 @@
  * feed the pruning bound (which has a 1e-6 margin) and the log-normaliser (checked to 1e-12).
  *
  * Threefry runs on i32x4 lanes, two vectors (8 tokens) per iteration for instruction-level
- * parallelism; its U is bit-identical to threefry.ts's scalar `bits53`, so survivors are exactly the
- * tokens the scalar loop would have scored.
+ * parallelism; its U is bit-identical to threefry.ts's scalar uniform, so survivors are exactly the
+ * tokens the scalar loop would have scored, and their U (handed back in candU) is the scalar's.
  */
 "use strict";
 const fs = require("node:fs");
 const path = require("node:path");
 
 const ROTATIONS = [13, 15, 26, 6, 17, 29, 16, 24];
-const PARITY_NOTE = "k2 = k0 ^ k1 ^ 0x1bd11bda, passed in";
 
 function threefryRounds(vecs) {
   // x0/x1 of each vector are locals $a0_<v>/$a1_<v>; keys are splatted in $ks0, $ks1, $ks2
@@ -69,7 +69,7 @@ function uniform(v, half) {
   );
 }
 
-/** Appends to cand the lanes of a pair (indices $i + off, $i + off + 1) that survive the screen. */
+/** Appends to cand (and their U to candU) the lanes of a pair (indices $i + off, $i + off + 1) that survive the screen. */
 function screenPair(v, half, off) {
   return `
       (local.set $w ${uniform(v, half)})
@@ -81,10 +81,12 @@ function screenPair(v, half, off) {
           (if (i32.and (i32.eqz (i32.and (local.get $mask) (i32.const 1))) (i32.lt_u (i32.add (local.get $i) (i32.const ${off})) (local.get $n)))
             (then
               (i32.store (i32.add (local.get $cand) (i32.shl (local.get $m) (i32.const 2))) (i32.add (local.get $i) (i32.const ${off})))
+              (f64.store (i32.add (local.get $candU) (i32.shl (local.get $m) (i32.const 3))) (f64x2.extract_lane 0 (local.get $w)))
               (local.set $m (i32.add (local.get $m) (i32.const 1)))))
           (if (i32.and (i32.eqz (i32.and (local.get $mask) (i32.const 2))) (i32.lt_u (i32.add (local.get $i) (i32.const ${off + 1})) (local.get $n)))
             (then
               (i32.store (i32.add (local.get $cand) (i32.shl (local.get $m) (i32.const 2))) (i32.add (local.get $i) (i32.const ${off + 1})))
+              (f64.store (i32.add (local.get $candU) (i32.shl (local.get $m) (i32.const 3))) (f64x2.extract_lane 1 (local.get $w)))
               (local.set $m (i32.add (local.get $m) (i32.const 1)))))))`;
 }
 
@@ -168,8 +170,7 @@ function wat() {
         (local.set $sum (f64x2.add (local.get $sum) (f64x2.replace_lane 1 (local.get $e) (f64.const 0))))))
     (f64.add (f64x2.extract_lane 0 (local.get $sum)) (f64x2.extract_lane 1 (local.get $sum))))
 
-  ;; ${PARITY_NOTE}
-  (func (export "screen") (param $keep i32) (param $pv i32) (param $cand i32) (param $n i32)
+  (func (export "screen") (param $keep i32) (param $pv i32) (param $cand i32) (param $candU i32) (param $n i32)
       (param $c0 i32) (param $k0 i32) (param $k1 i32) (param $k2 i32) (param $bound f64) (result i32)
     (local $i i32) (local $m i32) (local $mask i32) (local $start v128) (local $w v128) (local $bound2 v128)
     (local $ks0 v128) (local $ks1 v128) (local $ks2 v128)

@@ -15,20 +15,21 @@ interface KernelExports {
   memory: { buffer: ArrayBuffer; grow(pages: number): number };
   scale_max(logits: number, z: number, n: number, t: number): number;
   exp_all(z: number, pv: number, keep: number, n: number, max: number): number;
-  screen(keep: number, pv: number, cand: number, n: number, c0: number, k0: number, k1: number, k2: number, bound: number): number;
+  screen(keep: number, pv: number, cand: number, candU: number, n: number, c0: number, k0: number, k1: number, k2: number, bound: number): number;
 }
 
 let compiled: object | undefined;
 
 export class VocabKernel {
-  /** Input logits (float32), z = logits / T, p = exp(z - max) of kept tokens, kept ids, survivors. */
+  /** Input logits (float32), z = logits / T, p = exp(z - max) of kept tokens, kept ids, survivors and their U. */
   readonly logits: Float32Array;
   readonly z: Float64Array;
   readonly pv: Float64Array;
   readonly keep: Uint32Array;
   readonly cand: Uint32Array;
+  readonly candU: Float64Array;
   private readonly k: KernelExports;
-  private readonly at: { logits: number; z: number; pv: number; keep: number; cand: number };
+  private readonly at: { logits: number; z: number; pv: number; keep: number; cand: number; candU: number };
 
   constructor(readonly size: number) {
     compiled ??= new WebAssembly.Module(Buffer.from(SAMPLER_KERNEL_WASM, "base64"));
@@ -39,8 +40,9 @@ export class VocabKernel {
     const pv = z + 8 * cap;
     const keep = pv + 8 * cap;
     const cand = keep + 4 * cap;
-    this.at = { logits: 0, z, pv, keep, cand };
-    const bytes = cand + 4 * cap;
+    const candU = cand + 4 * cap; // cap is a multiple of 8: 8-byte aligned
+    this.at = { logits: 0, z, pv, keep, cand, candU };
+    const bytes = candU + 8 * cap;
     const mem = this.k.memory;
     if (bytes > mem.buffer.byteLength) mem.grow(Math.ceil((bytes - mem.buffer.byteLength) / 65536));
     this.logits = new Float32Array(mem.buffer, 0, size);
@@ -48,6 +50,7 @@ export class VocabKernel {
     this.pv = new Float64Array(mem.buffer, pv, size);
     this.keep = new Uint32Array(mem.buffer, keep, size);
     this.cand = new Uint32Array(mem.buffer, cand, size);
+    this.candU = new Float64Array(mem.buffer, candU, size);
   }
 
   /** z = logits / t over the whole vocabulary; returns max z. */
@@ -62,9 +65,10 @@ export class VocabKernel {
 
   /**
    * Writes to cand, ascending, every i < n with NOT (1 - U > bound * pv[i]), U the uniform of
-   * counter (c0, keep[i]) under key (k0, k1) with parity word k2; returns how many.
+   * counter (c0, keep[i]) under key (k0, k1) with parity word k2, and their U to candU (the same
+   * float64 as threefry.ts's scalar uniform); returns how many.
    */
   screen(n: number, c0: number, k0: number, k1: number, k2: number, bound: number): number {
-    return this.k.screen(this.at.keep, this.at.pv, this.at.cand, n, c0, k0, k1, k2, bound);
+    return this.k.screen(this.at.keep, this.at.pv, this.at.cand, this.at.candU, n, c0, k0, k1, k2, bound);
   }
 }

@@ -82,7 +82,7 @@ export class Sampler {
     if (logits.length !== this.vocabSize) throw new RangeError(`expected ${this.vocabSize} logits, got ${logits.length}`);
     if (p.temperature === 0) return greedy(logits);
     const { n, lse } = this.process(logits, p);
-    const { z, keep, pv, cand } = this.k;
+    const { z, keep, pv, cand, candU } = this.k;
     const [k0, k1] = seedKey(seed, DOMAIN_SAMPLE);
     // the most likely kept token first: its ratio bounds everything else
     let first = 0;
@@ -94,9 +94,9 @@ export class Sampler {
     const m = this.k.screen(n, position, k0, k1, keyParity(k0, k1), bound);
     for (let j = 0; j < m; j++) {
       const i = cand[j];
-      const v = keep[i];
-      const u = (bits53(position, v, k0, k1) + 0.5) / MAX_SEED;
+      const u = candU[j];
       if (1 - u > bound * pv[i] || i === first) continue;
+      const v = keep[i];
       const e = -Math.log(u);
       const score = z[v] - Math.log(e);
       if (score > bestScore || (score === bestScore && v < bestId)) {

@@ -36,6 +36,7 @@ test("the vocabulary kernel's Threefry screen keeps exactly the tokens the scala
     }
     assert.ok(want.length > 0 && want.length < n, `bound ${bound} screens something and keeps something`);
     assert.deepEqual(Array.from(k.cand.subarray(0, m)), want);
+    want.forEach((i, j) => assert.equal(k.candU[j], (bits53(2 ** 31 + 77, k.keep[i], k0, k1) + 0.5) / MAX_SEED));
   }
 });
 
