@@ -44,6 +44,7 @@ const OPTIONS: OptSpec[] = [
   { name: "max-message-bytes", type: "int", default: 64 * 1024 * 1024, help: "larger messages are refused with too_large" },
   { name: "max-client-backlog", type: "int", default: 100000, metavar: "MESSAGES", help: "messages kept for a client that is not reading before it is dropped" },
   { name: "send-hwm", type: "int", default: 1000, metavar: "MESSAGES", help: "ZeroMQ send high-water mark per client" },
+  { name: "send-buffer", type: "int", default: -1, metavar: "BYTES", help: "kernel send buffer per connection (-1: the OS default)" },
 ];
 
 const USAGE = "specactor serve [--model smollm2|tiny|DIR] [--address tcp://127.0.0.1:PORT] [options]";
@@ -94,6 +95,7 @@ export async function serveCommand(argv: string[]): Promise<void> {
   }
   for (const k of ["heartbeat-interval", "client-timeout"]) if (!((a[k] as number) > 0)) throw new UsageError(`--${k} must be > 0, got ${a[k]}`);
   if ((a["send-hwm"] as number) < 0) throw new UsageError(`--send-hwm must be >= 0, got ${a["send-hwm"]}`);
+  if ((a["send-buffer"] as number) < -1) throw new UsageError(`--send-buffer must be >= -1, got ${a["send-buffer"]}`);
   const address = a.address as string;
   if (!/^(tcp|ipc|inproc):\/\/.+/.test(address)) throw new UsageError(`--address ${address}: expected tcp://HOST:PORT, ipc://PATH or inproc://NAME`);
 
@@ -166,6 +168,7 @@ export async function serveCommand(argv: string[]): Promise<void> {
     maxMessageBytes: a["max-message-bytes"] as number,
     maxClientBacklog: a["max-client-backlog"] as number,
     sendHighWaterMark: a["send-hwm"] as number,
+    sendBufferBytes: a["send-buffer"] as number,
   });
   const service = new RolloutService(core, engine, server.send, {
     heartbeatIntervalS: a["heartbeat-interval"] as number,

@@ -22,6 +22,8 @@ export interface ZmqOptions {
   maxClientBacklog: number;
   /** ZeroMQ's per-peer send queue (messages). */
   sendHighWaterMark: number;
+  /** The kernel's send buffer per connection in bytes; -1 keeps the OS default. */
+  sendBufferBytes?: number;
 }
 
 interface Peer {
@@ -49,6 +51,7 @@ export class ZmqServer {
       mandatory: true,
       sendTimeout: 0,
       sendHighWaterMark: opts.sendHighWaterMark,
+      sendBufferSize: opts.sendBufferBytes ?? -1,
       receiveHighWaterMark: 0,
       linger: 0,
     });

@@ -219,16 +219,24 @@ def test_a_client_that_dies_has_its_requests_aborted(tiny_dir):
 
 
 def test_nothing_is_dropped_at_the_high_water_mark(tiny_dir):
-    with Server(tiny_dir, "--max-batch", "16", "--send-hwm", "2", *FAST) as s:
-        raw = Raw(s.address, RCVHWM=1, RCVBUF=4096)  # small buffers: the server's queue fills fast
+    # Small queues and kernel buffers at both ends, so that what the tiny model streams (about 300
+    # messages) cannot all fit in them on any machine: the rest must wait in the server's backlog.
+    small = ("--max-batch", "16", "--send-hwm", "2", "--send-buffer", "4096")
+    with Server(tiny_dir, *small, *FAST) as s, RolloutClient(s.address) as watcher:
+        raw = Raw(s.address, RCVHWM=1, RCVBUF=4096)
         raw.send("hello", {"protocol": 1})
         assert raw.recv().type == "welcome"
         raw.send(
             "generate", *generate_body("flood", [[1, 2, 3]] * 8, n=2, max_tokens=300, stream=True, seed=3)
         )
-        for _ in range(10):  # heartbeats, but no reading: outputs pile up on the server
+        deadline = time.time() + 30
+        while time.time() < deadline:  # heartbeats, but no reading, until every sample has finished
             raw.send("ping", {})
+            busy = watcher.stats()
+            if busy["running"] == 0 and busy["queued"] == 0:
+                break
             time.sleep(0.2)
+        assert busy["backlog_peak"] > 1, busy
         tokens: dict[tuple[int, int], list[int]] = {}
         finished = 0
         while finished < 16:
