@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Self
 
@@ -17,6 +18,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 NODE = shutil.which("node") or "/usr/bin/node"
 CLI = [NODE, str(ROOT / "bin" / "specactor.js")]
+
+
+def wait_until(ready: Callable[[], bool], what: str, timeout: float = 20) -> None:
+    """Polls instead of sleeping a fixed time: a loaded CI machine may need longer than a guess."""
+    deadline = time.time() + timeout
+    while not ready():
+        if time.time() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
 
 
 def run_cli(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:

@@ -17,7 +17,7 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
-from conftest import ROOT, Server, cli_rollout
+from conftest import ROOT, Server, cli_rollout, wait_until
 from specactor import wire
 from specactor.client import AsyncRolloutClient, RolloutClient, ServerError
 from specactor.sampling import derive_seed
@@ -269,8 +269,8 @@ def test_pause_bump_resume_sequence_weight_versions(tiny_dir):
         out: list = []
         waiting = threading.Thread(target=lambda: out.append(c.generate(PROMPTS, max_tokens=8, seed=2)))
         waiting.start()
-        time.sleep(0.5)
-        assert not out and c.health()["queued"] == 3  # accepted, but held while paused
+        wait_until(lambda: c.health()["queued"] == 3, "the request to be queued")
+        assert not out  # accepted, but held while paused
         assert c.bump() == 1
         with pytest.raises(ServerError) as e:
             c.bump(1)
@@ -283,7 +283,7 @@ def test_pause_bump_resume_sequence_weight_versions(tiny_dir):
             target=lambda: out.append(c.generate([[1, 2]], n=4, max_tokens=900, seed=3))
         )
         longer.start()
-        time.sleep(0.3)
+        wait_until(lambda: c.health()["running"] == 4, "the samples to run")
         c.pause("abort")
         longer.join(30)
         reasons = [r.finish_reason for r in out[1][0]]  # a sample may have hit EOS before the pause
