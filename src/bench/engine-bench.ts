@@ -10,7 +10,8 @@
  * Pasts are synthetic (zeros) so no configuration needs a prefill; every step runs the real graph and
  * samples at temperature 1 (the RL setting) with the seeded sampler, whose share is reported.
  * `nodes` is the trie size per sequence: 0 is a decode step, otherwise a verify step carrying a chain
- * of `nodes` random draft tokens per sequence.
+ * of `nodes` random draft tokens per sequence. Both engines report the median of their timed steps:
+ * on a shared machine one step slowed by a neighbour should not move the figure.
  */
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
@@ -62,6 +63,12 @@ export async function measureBandwidth(threads: number): Promise<number> {
   return (n * 4) / (best / 1000); // bytes per second
 }
 
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
 function runPython(args: string[]): string {
   const r = spawnSync(pythonBin(), args, {
     encoding: "utf8",
@@ -105,12 +112,14 @@ export async function benchEngine(modelDir: string, opts: BenchOptions): Promise
         await step(); // warm-up: shapes, allocations
         ids.forEach((id) => engine.truncate(id, context));
         sampleMs = 0;
-        const t = performance.now();
+        const times: number[] = [];
         for (let s = 0; s < opts.steps; s++) {
+          const t = performance.now();
           await step();
+          times.push(performance.now() - t);
           ids.forEach((id) => engine.truncate(id, context)); // every step sees the same context
         }
-        const ms = (performance.now() - t) / opts.steps;
+        const ms = median(times);
         const bound = ((weightBytes + kvBytesPerToken * batch * context) / bandwidth) * 1000;
         const row: BenchRow = { engine: "onnx", batch, context, nodes, ms: round(ms), bound_ms: round(bound), sample_ms: round(sampleMs / opts.steps) };
         rows.push(row);
@@ -128,6 +137,7 @@ export async function benchEngine(modelDir: string, opts: BenchOptions): Promise
     const out = runPython([
       "-m", "specactor.bench.hf_decode", path.join(modelDir, "hf"),
       "--batches", hfBatches.join(","), "--contexts", opts.contexts.join(","), "--threads", String(opts.threads),
+      "--steps", String(opts.steps),
     ]);
     for (const line of out.split("\n").filter((l) => l.startsWith("{"))) {
       const r = JSON.parse(line) as BenchRow;

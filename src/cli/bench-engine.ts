@@ -10,7 +10,7 @@ const OPTIONS: OptSpec[] = [
   { name: "batches", type: "string", default: "1,4,16,64", metavar: "LIST", help: "batch sizes" },
   { name: "contexts", type: "string", default: "64,512,1024,2048", metavar: "LIST", help: "cached context lengths" },
   { name: "nodes", type: "string", default: "0,4,8", metavar: "LIST", help: "trie nodes per sequence (0 = decode step)" },
-  { name: "steps", type: "int", default: 3, help: "timed steps per configuration (after one warm-up)" },
+  { name: "steps", type: "int", default: 5, help: "timed steps per configuration (after one warm-up); the median is reported" },
   { name: "threads", type: "int", help: "onnxruntime and torch threads (default: all cores)" },
   { name: "no-transformers", type: "flag", help: "skip the transformers static-cache baseline" },
   { name: "json", type: "string", metavar: "FILE", help: "write the rows as JSON" },

@@ -1,7 +1,7 @@
-"""``python -m specactor.bench.hf_decode HF_DIR --batches 1,16,64 --contexts 64,512 --threads T``
+"""``python -m specactor.bench.hf_decode HF_DIR --batches 1,16,64 --contexts 64,512 --threads T --steps S``
 
 transformers' own decoding with a static cache on the same weights, for the engine benchmark: per
-(batch, context), the mean time of a decode step (forward of one token per sequence over a static
+(batch, context), the median time of S decode steps (forward of one token per sequence over a static
 cache sized to the context, then sampling from the softmax). Prints one JSON object per line.
 
 The cache is not filled by a prefill (that would cost minutes at batch 64): a static cache attends
@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 
 import torch
 from transformers import AutoModelForCausalLM, StaticCache
 
 
-def step_ms(model, batch: int, context: int, steps: int = 4, warmup: int = 1) -> float:
+def step_ms(model, batch: int, context: int, steps: int = 5, warmup: int = 1) -> float:
     cache = StaticCache(config=model.config, max_cache_len=context + warmup + steps + 1)
     ids = torch.full((batch, 1), 5, dtype=torch.long)
     times = []
@@ -36,7 +37,7 @@ def step_ms(model, batch: int, context: int, steps: int = 4, warmup: int = 1) ->
             ids = torch.multinomial(torch.softmax(out.logits[:, -1, :].float(), dim=-1), 1)
             if s >= warmup:
                 times.append(time.perf_counter() - t)
-    return 1000 * sum(times) / len(times)
+    return 1000 * statistics.median(times)
 
 
 def main() -> None:
@@ -45,6 +46,7 @@ def main() -> None:
     ap.add_argument("--batches", default="1,16,64")
     ap.add_argument("--contexts", default="64,512,1024,2048")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=5)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model = AutoModelForCausalLM.from_pretrained(args.hf_dir, dtype=torch.float32).eval()
@@ -57,7 +59,7 @@ def main() -> None:
                         "batch": b,
                         "context": c,
                         "nodes": 0,
-                        "ms": round(step_ms(model, b, c), 2),
+                        "ms": round(step_ms(model, b, c, steps=args.steps), 2),
                     }
                 ),
                 flush=True,
