@@ -6,17 +6,35 @@
  *
  * The drafter engine keeps its own KV per request. Before drafting it is rolled back to the longest
  * prefix it shares with the verified sequence (its rejected drafts are dropped) and fed the rest.
+ *
+ * The chain stops where the verifier is unlikely to walk. The drafter's probability p_i of the token
+ * it drew (under the request's temperature and top-k/top-p) estimates the chance that the verifier
+ * draws it too (a draft model's confidence tracks its acceptance rate; EAGLE-2, Li et al. 2024), so
+ * the product p_1 ... p_d estimates the chance that the verifier reaches depth d. A token below
+ * `minReach` is not proposed and ends the chain: each drafted token costs a drafter step and a
+ * verify row, and an unsure drafter should not fill the draft length.
  */
 import type { Engine, SeqStep } from "../engine/engine";
 import { chain, type DraftRequest, type Drafter } from "./drafter";
 import type { Trie } from "../engine/trie";
 
+export interface ModelDrafterOptions {
+  /** Least estimated chance that the verifier reaches a drafted token. */
+  minReach: number;
+}
+
 export class ModelDrafter implements Drafter {
   readonly name = "model";
   /** Tokens the drafter engine has seen per request (its KV holds all but possibly the last). */
   private readonly known = new Map<number, number[]>();
+  private readonly opts: ModelDrafterOptions;
 
-  constructor(private readonly engine: Engine) {}
+  constructor(
+    private readonly engine: Engine,
+    opts: Partial<ModelDrafterOptions> = {},
+  ) {
+    this.opts = { minReach: 0.05, ...opts };
+  }
 
   async propose(requests: DraftRequest[]): Promise<Trie[]> {
     const drafts: number[][] = requests.map(() => []);
@@ -34,6 +52,7 @@ export class ModelDrafter implements Drafter {
       appends.set(i, truth.slice(common));
       this.known.set(r.id, truth);
     }
+    const reach = requests.map(() => 1);
     for (let depth = 0; live.length > 0; depth++) {
       const steps: SeqStep[] = live.map((i) => ({
         seqId: requests[i].id,
@@ -45,7 +64,10 @@ export class ModelDrafter implements Drafter {
       const results = await this.engine.step(steps);
       const next = new Map<number, number[]>();
       live = live.filter((i, k) => {
+        const r = requests[i];
         const t = results[k].tokens[0];
+        reach[i] *= Math.exp(results[k].logprobs[0]);
+        if (reach[i] < this.opts.minReach) return false;
         drafts[i].push(t);
         this.known.get(requests[i].id)!.push(t);
         next.set(i, [t]);

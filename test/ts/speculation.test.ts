@@ -139,7 +139,7 @@ for (const [label, make] of [
 
 test("the model drafter (same seeded noise) is exact; the policy as its own drafter is accepted whole", async () => {
   const draftEngine = await OnnxEngine.load(tinyDir());
-  const drafter = new ModelDrafter(draftEngine);
+  const drafter = new ModelDrafter(draftEngine, { minReach: 0 }); // always the full draft length
   for (const [, params] of PARAMS) {
     const reqs = requests(params, 30, 2);
     const plain = await rollout(reqs);
@@ -150,6 +150,23 @@ test("the model drafter (same seeded noise) is exact; the policy as its own draf
     assert.ok(ds.acceptedTokens >= 0.95 * ds.proposedTokens, `${ds.acceptedTokens} of ${ds.proposedTokens}`);
   }
   await drafter.close();
+});
+
+test("the model drafter stops a chain where the verifier is unlikely to reach, and stays exact", async () => {
+  // tiny's distributions are nearly flat, so a drawn token's estimated chance to win is small
+  const full = new ModelDrafter(await OnnxEngine.load(tinyDir()), { minReach: 0 });
+  const unsure = new ModelDrafter(await OnnxEngine.load(tinyDir()), { minReach: 0.5 });
+  const params: SamplingParams = { temperature: 1, topP: 1, topK: -1 };
+  const reqs = requests(params, 30, 2);
+  const plain = await rollout(reqs);
+  const long = await rollout(reqs, { drafter: full, draftLen: 4 });
+  const short = await rollout(reqs, { drafter: unsure, draftLen: 4 });
+  short.results.forEach((r, i) => assert.deepEqual(r.tokenIds, plain.results[i].tokenIds));
+  const [l, s] = [long.stats.drafter!, short.stats.drafter!];
+  assert.ok(s.proposedTokens < 0.5 * l.proposedTokens, `${s.proposedTokens} vs ${l.proposedTokens} proposed`);
+  assert.equal(s.errors, 0);
+  await full.close();
+  await unsure.close();
 });
 
 test("the suffix drafter learns from finished siblings: a second epoch accepts more", async () => {
