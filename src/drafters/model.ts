@@ -69,9 +69,9 @@ export class ModelDrafter implements Drafter {
         reach[i] *= Math.exp(results[k].logprobs[0]);
         if (reach[i] < this.opts.minReach) return false;
         drafts[i].push(t);
-        this.known.get(requests[i].id)!.push(t);
+        this.known.get(r.id)!.push(t);
         next.set(i, [t]);
-        return drafts[i].length < requests[i].maxDepth && !this.engine.info.eosIds.includes(t);
+        return drafts[i].length < r.maxDepth && !this.engine.info.eosIds.includes(t);
       });
       appends = next;
     }
