@@ -2,6 +2,15 @@
 
 export class UsageError extends Error {}
 
+/** Runs a value parser, turning its error into a usage error (a one-line message, exit code 2). */
+export function usage<T>(parse: () => T): T {
+  try {
+    return parse();
+  } catch (e) {
+    throw new UsageError(e instanceof Error ? e.message : String(e));
+  }
+}
+
 export type OptType = "string" | "number" | "int" | "flag";
 
 export interface OptSpec {

@@ -9,10 +9,10 @@
 import * as fs from "node:fs";
 import { resolveModel } from "../models/registry";
 import { readPrompts } from "../rollout/prompts";
-import { DRAFTERS, type DrafterName, type RolloutPlan, type RolloutSummary, type SampleRecord, runRollout } from "../rollout/run";
+import { DRAFTERS, type DrafterName, parseDraftCost, type RolloutPlan, type RolloutSummary, type SampleRecord, runRollout } from "../rollout/run";
 import { validateParams } from "../sampling/sampler";
 import { freshSeed } from "../sampling/seeds";
-import { type OptSpec, UsageError, helpText, parseArgs } from "./args";
+import { type OptSpec, UsageError, helpText, parseArgs, usage } from "./args";
 import { Progress } from "./progress";
 import { loadPromptIds } from "./prompt-input";
 
@@ -28,6 +28,7 @@ const OPTIONS: OptSpec[] = [
   { name: "seed", type: "int", metavar: "S", help: "rollout seed (fresh if omitted)" },
   { name: "max-batch", type: "int", default: 4, help: "most sequences in one engine step" },
   { name: "draft-len", type: "int", default: 4, metavar: "K", help: "draft depth per verify step" },
+  { name: "draft-cost", type: "string", default: "auto", metavar: "auto|off|X", help: "model drafter: draft a token only while its estimated chance of acceptance beats its cost; auto times the drafter against the verifier, X fixes the ratio of their step costs, off drafts while the drafter is confident" },
   { name: "epochs", type: "int", default: 2, help: "epochs per mode" },
   { name: "drift", type: "number", default: 0.01, metavar: "SCALE", help: "relative weight perturbation per epoch" },
   { name: "threads", type: "int", help: "onnxruntime threads (default: all cores)" },
@@ -77,6 +78,7 @@ export async function compareCommand(argv: string[]): Promise<void> {
   if (modes[0] !== "plain") modes.unshift("plain");
   const params = validateParams({ temperature: a.temperature as number, topP: a["top-p"] as number, topK: a["top-k"] as number });
   const seed = (a.seed as number | undefined) ?? freshSeed();
+  const draftCost = usage(() => parseDraftCost(a["draft-cost"] as string));
   const prompts = readPrompts(a.prompts as string); // bad input fails before any model work
   const modelDir = await resolveModel(a.model as string);
   const { promptIds, tokenizer } = await loadPromptIds(prompts, modelDir, false);
@@ -92,12 +94,13 @@ export async function compareCommand(argv: string[]): Promise<void> {
     epochs: a.epochs as number,
     drift: a.drift as number,
     draftLen: a["draft-len"] as number,
+    draftCost,
     threads: a.threads as number | undefined,
   };
   const out = (s: string) => process.stdout.write(s + "\n");
   out(
     `compare: ${promptIds.length} prompts x n=${base.n}, max ${base.maxTokens} tokens, T=${params.temperature} top-p=${params.topP} top-k=${params.topK}, ` +
-      `batch <= ${base.maxBatch}, ${base.epochs} epoch(s), drift ${base.drift}, draft length ${base.draftLen}, seed ${seed}`,
+      `batch <= ${base.maxBatch}, ${base.epochs} epoch(s), drift ${base.drift}, draft length ${base.draftLen}, draft cost ${draftCost}, seed ${seed}`,
   );
   const runs: { mode: string; records: SampleRecord[]; summary: RolloutSummary }[] = [];
   for (const mode of modes) {

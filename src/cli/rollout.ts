@@ -2,11 +2,11 @@
 import * as fs from "node:fs";
 import { resolveModel } from "../models/registry";
 import { readPrompts } from "../rollout/prompts";
-import { DRAFTERS, type DrafterName, runRollout, type RolloutSummary, type EpochSummary } from "../rollout/run";
+import { DRAFTERS, type DrafterName, parseDraftCost, runRollout, type RolloutSummary, type EpochSummary } from "../rollout/run";
 import { validateParams } from "../sampling/sampler";
 import { freshSeed } from "../sampling/seeds";
 import { PythonTokenizer } from "../tokenizer/python-tokenizer";
-import { type OptSpec, UsageError, helpText, parseArgs } from "./args";
+import { type OptSpec, UsageError, helpText, parseArgs, usage } from "./args";
 import { Progress } from "./progress";
 import { loadPromptIds } from "./prompt-input";
 
@@ -25,6 +25,7 @@ const OPTIONS: OptSpec[] = [
   { name: "drafter", type: "string", metavar: DRAFTERS.join("|"), help: "the drafter of --mode vanilla" },
   { name: "draft-len", type: "int", default: 4, metavar: "K", help: "draft depth per verify step (vanilla)" },
   { name: "drafter-model", type: "string", metavar: "DIR", help: "prepared drafter model for --drafter model (default: the model's truncated drafter)" },
+  { name: "draft-cost", type: "string", default: "auto", metavar: "auto|off|X", help: "model drafter: draft a token only while its estimated chance of acceptance beats its cost; auto times the drafter against the verifier, X fixes the ratio of their step costs, off drafts while the drafter is confident" },
   { name: "epochs", type: "int", default: 1, metavar: "E", help: "rerun the prompts E times with per-epoch seeds, as RL does" },
   { name: "drift", type: "number", default: 0, metavar: "SCALE", help: "perturb the weights by this relative scale each epoch (policy drift)" },
   { name: "out", type: "string", required: true, metavar: "OUT.jsonl", help: "one line per sample, written atomically at the end" },
@@ -69,6 +70,7 @@ export async function rolloutCommand(argv: string[]): Promise<void> {
   const out = a.out as string;
   const prompts = readPrompts(a.prompts as string); // bad input fails before any model work
   const modelDir = await resolveModel(a.model as string);
+  const draftCost = usage(() => parseDraftCost(a["draft-cost"] as string));
   const drafterModel = a["drafter-model"] as string | undefined;
   if (drafterModel !== undefined && !fs.existsSync(`${drafterModel}/onnx/model.json`)) {
     throw new UsageError(`--drafter-model ${drafterModel}: not a prepared model directory (no onnx/model.json)`);
@@ -98,6 +100,7 @@ export async function rolloutCommand(argv: string[]): Promise<void> {
         drafter: drafter as DrafterName | undefined,
         draftLen: a["draft-len"] as number,
         drafterModelDir: a["drafter-model"] as string | undefined,
+        draftCost,
         threads: a.threads as number | undefined,
       },
       { onTokens: (k) => progress.addTokens(k), onSample: () => progress.complete() },

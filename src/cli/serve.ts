@@ -13,11 +13,11 @@ import { projectRoot, pythonBin } from "../paths";
 import { ModelDrafter } from "../drafters/model";
 import { drafterDirs, resolveModel } from "../models/registry";
 import { RolloutCore } from "../rollout/core";
-import { DRAFTERS, type DrafterName, makeDrafter } from "../rollout/run";
+import { DRAFTERS, type DrafterName, makeDrafter, modelDrafterOptions, parseDraftCost } from "../rollout/run";
 import { PROTOCOL_VERSION } from "../bridge/wire";
 import { RolloutService } from "../server/service";
 import { ZmqServer } from "../server/zmq-server";
-import { type OptSpec, type Parsed, UsageError, helpText, parseArgs } from "./args";
+import { type OptSpec, type Parsed, UsageError, helpText, parseArgs, usage } from "./args";
 
 const OPTIONS: OptSpec[] = [
   { name: "model", type: "string", default: "smollm2", metavar: "smollm2|tiny|DIR", help: "model name or prepared directory" },
@@ -28,6 +28,7 @@ const OPTIONS: OptSpec[] = [
   { name: "drafter", type: "string", metavar: DRAFTERS.join("|"), help: "the drafter of --mode vanilla" },
   { name: "draft-len", type: "int", default: 4, metavar: "K", help: "draft depth per verify step (vanilla)" },
   { name: "drafter-model", type: "string", metavar: "DIR", help: "prepared drafter model for --drafter model" },
+  { name: "draft-cost", type: "string", default: "auto", metavar: "auto|off|X", help: "model drafter: draft a token only while its estimated chance of acceptance beats its cost; auto times the drafter against the verifier, X fixes the ratio of their step costs, off drafts while the drafter is confident" },
   { name: "threads", type: "int", help: "onnxruntime (or torch worker) threads (default: all cores)" },
   { name: "engine", type: "string", default: "onnx", metavar: "onnx|workers", help: "in-process ONNX engine, or Python torch engine workers (PROTOCOL.md section 5)" },
   { name: "workers", type: "int", default: 0, metavar: "N", help: "with --engine workers: start N local workers (python -m specactor.worker)" },
@@ -103,6 +104,7 @@ export async function serveCommand(argv: string[]): Promise<void> {
   if (engineKind !== "onnx" && engineKind !== "workers") throw new UsageError(`--engine ${engineKind} is not supported (onnx, workers)`);
   if (engineKind === "onnx" && (a.workers as number) > 0) throw new UsageError("--workers needs --engine workers");
   if ((a.workers as number) < 0) throw new UsageError(`--workers must be >= 0, got ${a.workers}`);
+  const draftCost = usage(() => parseDraftCost(a["draft-cost"] as string));
   const drafterWorkers = a["drafter-workers"] as number;
   if (drafterWorkers < 0) throw new UsageError(`--drafter-workers must be >= 0, got ${drafterWorkers}`);
   if (drafterWorkers > 0 && drafterName !== "model") throw new UsageError("--drafter-workers needs --mode vanilla --drafter model");
@@ -156,9 +158,9 @@ export async function serveCommand(argv: string[]): Promise<void> {
   if (drafterWorkers > 0) {
     const dir = (a["drafter-model"] as string | undefined) ?? drafterDirs(modelDir)[0];
     if (!dir) throw new UsageError(`${modelDir} has no truncated drafter; give --drafter-model DIR`);
-    drafter = new ModelDrafter(await startPool("drafter", a["drafter-worker-address"] as string, dir, drafterWorkers, drafterWorkers));
+    drafter = new ModelDrafter(await startPool("drafter", a["drafter-worker-address"] as string, dir, drafterWorkers, drafterWorkers), modelDrafterOptions(draftCost));
   } else if (mode === "vanilla") {
-    drafter = await makeDrafter(drafterName as DrafterName, modelDir, { drafterModelDir: a["drafter-model"] as string | undefined, threads, threaded: true });
+    drafter = await makeDrafter(drafterName as DrafterName, modelDir, { drafterModelDir: a["drafter-model"] as string | undefined, draftCost, threads, threaded: true });
   }
   const core = new RolloutCore(engine, a["max-batch"] as number, drafter ? { drafter, draftLen: a["draft-len"] as number } : undefined);
   const server = new ZmqServer({

@@ -14,7 +14,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import type { Drafter } from "../drafters/drafter";
-import { ModelDrafter } from "../drafters/model";
+import { ModelDrafter, type ModelDrafterOptions } from "../drafters/model";
 import { NgramDrafter } from "../drafters/ngram";
 import { SuffixDrafter } from "../drafters/suffix";
 import type { Engine } from "../engine/engine";
@@ -45,7 +45,30 @@ export interface RolloutPlan {
   draftLen: number;
   /** The model drafter's prepared directory; default: the epoch model's first truncated drafter. */
   drafterModelDir?: string;
+  /** The model drafter's cost model (default "auto"). */
+  draftCost?: DraftCost;
   threads?: number;
+}
+
+/**
+ * How the model drafter weighs a drafted token's chance of acceptance against its cost
+ * (`src/drafters/model.ts`): "auto" times the drafter and verifier steps, a number fixes the ratio of
+ * their costs, "off" drafts while the drafter's own confidence stays above 5% (the draft length is
+ * then nearly fixed).
+ */
+export type DraftCost = "auto" | "off" | number;
+
+/** Parses `--draft-cost`; throws a message for the user on anything else. */
+export function parseDraftCost(s: string): DraftCost {
+  if (s === "auto" || s === "off") return s;
+  const x = Number(s);
+  if (s.trim() === "" || !Number.isFinite(x) || x < 0) throw new Error(`--draft-cost must be auto, off or a number >= 0, got '${s}'`);
+  return x;
+}
+
+export function modelDrafterOptions(cost: DraftCost = "auto"): Partial<ModelDrafterOptions> {
+  if (cost === "off") return { costAware: false };
+  return cost === "auto" ? { costAware: true } : { costAware: true, cost };
 }
 
 export interface SampleRecord {
@@ -158,7 +181,7 @@ export async function runRollout(plan: RolloutPlan, hooks: RolloutHooks = {}) {
 export async function makeDrafter(
   name: DrafterName | undefined,
   modelDir: string,
-  opts: { drafterModelDir?: string; threads?: number; /** the drafter engine on its own thread (a server) */ threaded?: boolean } = {},
+  opts: { drafterModelDir?: string; draftCost?: DraftCost; threads?: number; /** the drafter engine on its own thread (a server) */ threaded?: boolean } = {},
 ): Promise<Drafter> {
   switch (name) {
     case "ngram":
@@ -168,7 +191,7 @@ export async function makeDrafter(
     case "model": {
       const dir = opts.drafterModelDir ?? drafterDirs(modelDir)[0] ?? modelDir;
       const load = opts.threaded ? ThreadedEngine.load : OnnxEngine.load;
-      return new ModelDrafter(await load(dir, { threads: opts.threads }));
+      return new ModelDrafter(await load(dir, { threads: opts.threads }), modelDrafterOptions(opts.draftCost));
     }
     default:
       throw new Error(`unknown drafter '${name}'`);

@@ -146,6 +146,11 @@ def bad(tmp_path, *args, prompts_text=None):
         (("--epochs", "0"), None, "--epochs must be >= 1"),
         (("--drift", "-0.1"), None, "--drift must be >= 0"),
         (
+            ("--mode", "vanilla", "--drafter", "model", "--draft-cost", "-1"),
+            None,
+            "--draft-cost must be auto, off",
+        ),
+        (
             ("--mode", "vanilla", "--drafter", "model", "--drafter-model", "/nonexistent"),
             None,
             "not a prepared model directory",

@@ -105,6 +105,8 @@ def test_a_speculative_server_returns_plain_tokens(tiny_dir, tmp_path, drafter):
         "4",
         "--drafter-model",
         str(tiny_dir),
+        "--draft-cost",
+        "off",  # the policy as its own drafter: keep its chains long
     )
     with Server(tiny_dir, *vanilla, *FAST) as s, RolloutClient(s.address) as c:
         for _ in range(2):  # the second round drafts from the first one's history

@@ -60,6 +60,8 @@ def test_a_model_drafter_on_drafter_workers(tiny_dir, tmp_path):
         str(tiny_dir),
         "--drafter-workers",
         "1",
+        "--draft-cost",
+        "off",  # the policy as its own drafter: keep its chains long
     )
     with (
         Server(tiny_dir, "--engine", "workers", "--workers", "1", *spec, *FAST) as s,

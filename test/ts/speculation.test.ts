@@ -4,6 +4,7 @@ import { OnnxEngine } from "../../src/engine/onnx-engine";
 import { RolloutCore, type RolloutRequest, type SpecConfig } from "../../src/rollout/core";
 import type { DraftRequest, Drafter } from "../../src/drafters/drafter";
 import type { Trie } from "../../src/engine/trie";
+import type { Engine, SeqStep } from "../../src/engine/engine";
 import { NgramDrafter } from "../../src/drafters/ngram";
 import { SuffixDrafter } from "../../src/drafters/suffix";
 import { ModelDrafter } from "../../src/drafters/model";
@@ -139,7 +140,7 @@ for (const [label, make] of [
 
 test("the model drafter (same seeded noise) is exact; the policy as its own drafter is accepted whole", async () => {
   const draftEngine = await OnnxEngine.load(tinyDir());
-  const drafter = new ModelDrafter(draftEngine, { minReach: 0 }); // always the full draft length
+  const drafter = new ModelDrafter(draftEngine, { minReach: 0, costAware: false }); // always the full draft length
   for (const [, params] of PARAMS) {
     const reqs = requests(params, 30, 2);
     const plain = await rollout(reqs);
@@ -154,8 +155,8 @@ test("the model drafter (same seeded noise) is exact; the policy as its own draf
 
 test("the model drafter stops a chain where the verifier is unlikely to reach, and stays exact", async () => {
   // tiny's distributions are nearly flat, so a drawn token's estimated chance to win is small
-  const full = new ModelDrafter(await OnnxEngine.load(tinyDir()), { minReach: 0 });
-  const unsure = new ModelDrafter(await OnnxEngine.load(tinyDir()), { minReach: 0.5 });
+  const full = new ModelDrafter(await OnnxEngine.load(tinyDir()), { minReach: 0, costAware: false });
+  const unsure = new ModelDrafter(await OnnxEngine.load(tinyDir()), { minReach: 0.5, costAware: false });
   const params: SamplingParams = { temperature: 1, topP: 1, topK: -1 };
   const reqs = requests(params, 30, 2);
   const plain = await rollout(reqs);
@@ -167,6 +168,55 @@ test("the model drafter stops a chain where the verifier is unlikely to reach, a
   assert.equal(s.errors, 0);
   await full.close();
   await unsure.close();
+});
+
+/** The tiny policy as a drafter that is sure of the wrong token: every sample shifted by one, its probability kept. */
+class ShiftedEngine implements Engine {
+  constructor(private readonly inner: Engine) {}
+  get info() {
+    return this.inner.info;
+  }
+  async step(batch: SeqStep[]) {
+    const V = this.inner.info.vocabSize;
+    return (await this.inner.step(batch)).map((r) => ({ ...r, tokens: r.tokens.map((t) => (t + 1) % V), logprobs: r.logprobs.map(() => 0) }));
+  }
+  cachedLength(id: number) {
+    return this.inner.cachedLength(id);
+  }
+  truncate(id: number, length: number) {
+    this.inner.truncate(id, length);
+  }
+  release(id: number) {
+    this.inner.release(id);
+  }
+  close() {
+    return this.inner.close();
+  }
+}
+
+test("the model drafter weighs measured acceptance against its cost: a good drafter drafts whole chains, a wrong one backs off to probes", async () => {
+  const params: SamplingParams = { temperature: 0, topP: 1, topK: -1 };
+  const reqs = requests(params, 60, 2);
+  const plain = await rollout(reqs);
+  const run = async (drafter: ModelDrafter) => {
+    const spec = await rollout(reqs, { drafter, draftLen: 4 });
+    spec.results.forEach((r, i) => assert.deepEqual(r.tokenIds, plain.results[i].tokenIds));
+    await drafter.close();
+    return spec.stats;
+  };
+  const good = await run(new ModelDrafter(await OnnxEngine.load(tinyDir()), { cost: 0.2 }));
+  assert.ok(good.drafter!.acceptedTokens >= 0.95 * good.drafter!.proposedTokens);
+  assert.ok(good.drafter!.proposedTokens >= 3 * good.drafter!.verifySeqSteps, `${good.drafter!.proposedTokens} in ${good.drafter!.verifySeqSteps} steps`);
+
+  const blind = await run(new ModelDrafter(new ShiftedEngine(await OnnxEngine.load(tinyDir())), { costAware: false }));
+  const wrong = new ModelDrafter(new ShiftedEngine(await OnnxEngine.load(tinyDir())), { cost: 0.2, probeEvery: 8 });
+  const aware = await run(wrong);
+  assert.equal(blind.drafter!.acceptedTokens, 0);
+  assert.ok(blind.drafter!.proposedTokens >= 3 * blind.seqSteps, `${blind.drafter!.proposedTokens} in ${blind.seqSteps} steps`);
+  // after a few misses kappa is below the cost: one probe token every 8 steps of a request
+  assert.ok(aware.drafter!.proposedTokens < 0.25 * aware.seqSteps, `${aware.drafter!.proposedTokens} in ${aware.seqSteps} steps`);
+  assert.ok(aware.drafter!.proposedTokens > 0.08 * aware.seqSteps, "probes keep measuring");
+  assert.ok(wrong.calibration < 0.2, `kappa ${wrong.calibration}`);
 });
 
 test("the suffix drafter learns from finished siblings: a second epoch accepts more", async () => {
