@@ -78,9 +78,15 @@ export class ModelDrafter implements Drafter {
     return this.opts.cost ?? (this.verifyStepMs > 0 ? this.draftStepMs / this.verifyStepMs : 0);
   }
 
+  metrics(): Record<string, number> {
+    const round = (x: number) => Math.round(x * 1e4) / 1e4;
+    return { kappa: round(this.calibration), cost: round(this.cost) };
+  }
+
   async propose(requests: DraftRequest[]): Promise<Trie[]> {
     const start = performance.now();
-    if (this.lastProposeEnd > 0) this.verifyStepMs = ema(this.verifyStepMs, start - this.lastProposeEnd);
+    // a gap far above the average is idle time (a server between requests), not a verifier step
+    if (this.lastProposeEnd > 0) this.verifyStepMs = ema(this.verifyStepMs, Math.min(start - this.lastProposeEnd, 4 * this.verifyStepMs || Infinity));
     try {
       return await this.draft(requests);
     } finally {

@@ -63,6 +63,8 @@ export interface DrafterStats {
   /** Proposals rejected (the drafter threw, or the trie was malformed, over budget or out of vocabulary). */
   errors: number;
   lastError?: string;
+  /** The drafter's own figures, as of the last step (`Drafter.metrics`). */
+  metrics?: Record<string, number>;
 }
 
 export interface CoreStats {
@@ -356,6 +358,7 @@ export class RolloutCore {
       else a.events.tokens?.(r.tokens, r.logprobs);
     });
     this.stats.generatedTokens += emitted;
+    if (this.stats.drafter && this.spec?.drafter.metrics) this.stats.drafter.metrics = this.spec.drafter.metrics();
     this.onTokens?.(emitted);
     this.onStep?.();
   }

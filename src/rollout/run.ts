@@ -92,6 +92,8 @@ export interface DrafterSummary {
   acceptance_rate: number;
   errors: number;
   last_error?: string;
+  /** The drafter's own figures at the end (the model drafter: kappa, its calibration, and cost). */
+  metrics?: Record<string, number>;
 }
 
 export interface EpochSummary {
@@ -143,6 +145,7 @@ function drafterSummary(name: DrafterName, draftLen: number, s: NonNullable<Core
     acceptance_rate: round(s.acceptedTokens / Math.max(1, s.proposedTokens), 4),
     errors: s.errors,
     ...(s.lastError ? { last_error: s.lastError } : {}),
+    ...(s.metrics ? { metrics: s.metrics } : {}),
   };
 }
 
@@ -272,6 +275,7 @@ function summarize(plan: RolloutPlan, engine: string, epochs: EpochSummary[]): R
           acceptedTokens: ds.reduce((a, d) => a + d.accepted_tokens, 0),
           errors: ds.reduce((a, d) => a + d.errors, 0),
           lastError: ds.map((d) => d.last_error).filter(Boolean).pop(),
+          metrics: ds[ds.length - 1].metrics,
         })
       : undefined;
   return {

@@ -206,6 +206,7 @@ export class RolloutService {
             proposed_tokens: s.drafter.proposedTokens,
             accepted_tokens: s.drafter.acceptedTokens,
             errors: s.drafter.errors,
+            ...(s.drafter.metrics ? { metrics: s.drafter.metrics } : {}),
           }
         : null,
     };

@@ -51,6 +51,7 @@ def test_vanilla_equals_plain(tiny_dir, tmp_path, drafter, sampling):
     assert "mean_accepted_per_verify_step" in d
     if drafter == "model":  # the policy drafting for itself with the same noise: accepted whole
         assert d["acceptance_rate"] > 0.95
+        assert set(d["metrics"]) == {"kappa", "cost"}
     assert summary["engine_steps"] < sum(len(r["token_ids"]) for r in spec)
 
 
