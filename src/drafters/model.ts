@@ -100,32 +100,8 @@ export class ModelDrafter implements Drafter {
     const drafts: number[][] = requests.map(() => []);
     const confidences: number[][] = requests.map(() => []);
     const probing = new Set<number>();
-    let live = requests
-      .map((_, i) => i)
-      .filter((i) => {
-        const r = requests[i];
-        if (r.maxDepth <= 0) return false;
-        if (Math.min(1, kappa) >= threshold) return true;
-        const idle = (this.idle.get(r.id) ?? 0) + 1;
-        this.idle.set(r.id, idle);
-        if (idle < this.opts.probeEvery) return false;
-        probing.add(i);
-        return true;
-      });
-    for (const i of live) this.idle.set(requests[i].id, 0);
-    let appends = new Map<number, number[]>();
-    for (const i of live) {
-      const r = requests[i];
-      const truth = [...r.promptIds, ...r.output];
-      const known = this.known.get(r.id) ?? [];
-      const cached = this.engine.cachedLength(r.id);
-      let common = 0;
-      while (common < cached && common < truth.length && known[common] === truth[common]) common++;
-      common = Math.min(common, truth.length - 1); // the step must append at least one token
-      if (cached > common) this.engine.truncate(r.id, common);
-      appends.set(i, truth.slice(common));
-      this.known.set(r.id, truth);
-    }
+    let live = this.worthDrafting(requests, Math.min(1, kappa) >= threshold, probing);
+    let appends = new Map(live.map((i) => [i, this.catchUp(requests[i])]));
     const reach = requests.map(() => 1);
     while (live.length > 0) {
       const steps: SeqStep[] = live.map((i) => ({
@@ -159,6 +135,37 @@ export class ModelDrafter implements Drafter {
       if (kept.length > 0) this.proposed.set(requests[i].id, confidences[i].slice(0, kept.length));
       return chain(kept);
     });
+  }
+
+  /** Indices of the requests to draft for: all of them when a sure token pays, else those due a probe (added to `probing`). */
+  private worthDrafting(requests: DraftRequest[], pays: boolean, probing: Set<number>): number[] {
+    const live = requests
+      .map((_, i) => i)
+      .filter((i) => {
+        const r = requests[i];
+        if (r.maxDepth <= 0) return false;
+        if (pays) return true;
+        const idle = (this.idle.get(r.id) ?? 0) + 1;
+        this.idle.set(r.id, idle);
+        if (idle < this.opts.probeEvery) return false;
+        probing.add(i);
+        return true;
+      });
+    for (const i of live) this.idle.set(requests[i].id, 0);
+    return live;
+  }
+
+  /** Rolls the drafter's KV back to the prefix it shares with the verified sequence; returns the tokens to feed. */
+  private catchUp(r: DraftRequest): number[] {
+    const truth = [...r.promptIds, ...r.output];
+    const known = this.known.get(r.id) ?? [];
+    const cached = this.engine.cachedLength(r.id);
+    let common = 0;
+    while (common < cached && common < truth.length && known[common] === truth[common]) common++;
+    common = Math.min(common, truth.length - 1); // the step must append at least one token
+    if (cached > common) this.engine.truncate(r.id, common);
+    this.known.set(r.id, truth);
+    return truth.slice(common);
   }
 
   /** The verifier walked `accepted` of the last proposal: tokens 1..accepted+1 were tried. */
