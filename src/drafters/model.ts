@@ -19,7 +19,8 @@
  * counted over the drafter's recent proposals (a token is tried when the verifier reached its depth),
  * and the chance of reaching depth d is reach_d = a_1 ... a_d. The chain stops before a token with
  * reach_d < max(minReach, cost), where cost = (one drafter step) / (one verifier step), both timed
- * here (the verifier's step is the time between two `propose` calls). When even a sure token
+ * here (a drafter step past the first of a chain, which feeds one token per request; the verifier's
+ * step is the time between two `propose` calls). When even a sure token
  * (p = 1) would not pay, min(1, kappa) < threshold, the request is not drafted at all, and the drafter
  * costs nothing; it still drafts one token every `probeEvery` of the request's steps so that kappa
  * follows the drafter if it starts to agree (the policy drifts between epochs).
@@ -103,7 +104,7 @@ export class ModelDrafter implements Drafter {
     let live = this.worthDrafting(requests, Math.min(1, kappa) >= threshold, probing);
     let appends = new Map(live.map((i) => [i, this.catchUp(requests[i])]));
     const reach = requests.map(() => 1);
-    while (live.length > 0) {
+    for (let depth = 0; live.length > 0; depth++) {
       const steps: SeqStep[] = live.map((i) => ({
         seqId: requests[i].id,
         append: appends.get(i)!,
@@ -113,7 +114,9 @@ export class ModelDrafter implements Drafter {
       }));
       const t0 = performance.now();
       const results = await this.engine.step(steps);
-      this.draftStepMs = ema(this.draftStepMs, performance.now() - t0);
+      // the cost of one more drafted token: a step that feeds one token per request (the first step
+      // also catches up on what the verifier accepted, many tokens after a pause)
+      if (depth > 0) this.draftStepMs = ema(this.draftStepMs, performance.now() - t0);
       const next = new Map<number, number[]>();
       live = live.filter((i, k) => {
         const r = requests[i];

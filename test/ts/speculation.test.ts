@@ -217,6 +217,12 @@ test("the model drafter weighs measured acceptance against its cost: a good draf
   assert.ok(aware.drafter!.proposedTokens < 0.25 * aware.seqSteps, `${aware.drafter!.proposedTokens} in ${aware.seqSteps} steps`);
   assert.ok(aware.drafter!.proposedTokens > 0.08 * aware.seqSteps, "probes keep measuring");
   assert.ok(wrong.calibration < 0.2, `kappa ${wrong.calibration}`);
+
+  // measured cost: the policy drafting for itself costs about a verifier step per token
+  const self = new ModelDrafter(await OnnxEngine.load(tinyDir()));
+  const timed = await run(self);
+  assert.ok(self.metrics().cost > 0.2, `cost ${self.metrics().cost}`);
+  assert.equal(timed.drafter!.metrics?.cost, self.metrics().cost);
 });
 
 test("the suffix drafter learns from finished siblings: a second epoch accepts more", async () => {
