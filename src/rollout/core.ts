@@ -63,7 +63,7 @@ export interface DrafterStats {
   /** Proposals rejected (the drafter threw, or the trie was malformed, over budget or out of vocabulary). */
   errors: number;
   lastError?: string;
-  /** The drafter's own figures, as of the last step (`Drafter.metrics`). */
+  /** The drafter's own figures (`Drafter.metrics`), filled in where stats are reported. */
   metrics?: Record<string, number>;
 }
 
@@ -311,6 +311,11 @@ export class RolloutCore {
     this.stats.drafter!.lastError = message;
   }
 
+  /** The drafter's own figures now (asked when stats are reported, not on every step). */
+  drafterMetrics(): Record<string, number> | undefined {
+    return this.spec?.drafter.metrics?.();
+  }
+
   private async runStep(group: Active[], append: (a: Active) => number[]): Promise<void> {
     for (const a of group) a.inStep = true; // from drafting on: the drafter and engine see the request
     const tries = await this.drafts(group);
@@ -358,7 +363,6 @@ export class RolloutCore {
       else a.events.tokens?.(r.tokens, r.logprobs);
     });
     this.stats.generatedTokens += emitted;
-    if (this.stats.drafter && this.spec?.drafter.metrics) this.stats.drafter.metrics = this.spec.drafter.metrics();
     this.onTokens?.(emitted);
     this.onStep?.();
   }

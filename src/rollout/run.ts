@@ -241,7 +241,7 @@ async function runEpoch(engine: Engine, plan: RolloutPlan, epoch: number, drafte
     mean_batch_occupancy: round(s.seqSteps / Math.max(1, s.engineSteps), 3),
     peak_batch: s.peakBatch,
     finish_reasons: finish,
-    ...(s.drafter && plan.drafter ? { drafter: drafterSummary(plan.drafter, plan.draftLen, s.drafter) } : {}),
+    ...(s.drafter && plan.drafter ? { drafter: drafterSummary(plan.drafter, plan.draftLen, { ...s.drafter, metrics: core.drafterMetrics() }) } : {}),
   };
   return { records, summary };
 }

@@ -186,6 +186,7 @@ export class RolloutService {
 
   stats(): Body {
     const s = this.core.stats;
+    const metrics = this.core.drafterMetrics();
     const { queued, running } = this.core.counts;
     return {
       uptime_s: this.uptime(),
@@ -206,7 +207,7 @@ export class RolloutService {
             proposed_tokens: s.drafter.proposedTokens,
             accepted_tokens: s.drafter.acceptedTokens,
             errors: s.drafter.errors,
-            ...(s.drafter.metrics ? { metrics: s.drafter.metrics } : {}),
+            ...(metrics ? { metrics } : {}),
           }
         : null,
     };

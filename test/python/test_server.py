@@ -95,6 +95,7 @@ def test_client_returns_the_cli_tokens(server, tiny_dir, tmp_path):
 
 @pytest.mark.parametrize("drafter", ["suffix", "model"])
 def test_a_speculative_server_returns_plain_tokens(tiny_dir, tmp_path, drafter):
+    drafter_name = drafter
     expected = cli_tokens(tiny_dir, tmp_path, 9, 3, 40, "--temperature", "0.7")
     vanilla = (
         "--mode",
@@ -113,6 +114,8 @@ def test_a_speculative_server_returns_plain_tokens(tiny_dir, tmp_path, drafter):
             assert flat(c.generate(PROMPTS, n=3, max_tokens=40, temperature=0.7, seed=9)) == expected
         drafter = c.stats()["drafter"]
     assert drafter["verify_steps"] > 0 and drafter["accepted_tokens"] > 0 and drafter["errors"] == 0
+    if drafter_name == "model":
+        assert set(drafter["metrics"]) == {"kappa", "cost"}
 
 
 def test_bad_input_gets_an_error_and_the_server_stays_exact(server, tiny_dir, tmp_path):
