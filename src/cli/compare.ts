@@ -7,7 +7,7 @@
  * verification and single-token decoding can flip a near-tie, rarely).
  */
 import * as fs from "node:fs";
-import { resolveModel } from "../models/registry";
+import { drafterDir, resolveModel } from "../models/registry";
 import { readPrompts } from "../rollout/prompts";
 import { DRAFTERS, type DrafterName, parseDraftCost, type RolloutPlan, type RolloutSummary, type SampleRecord, runRollout } from "../rollout/run";
 import { validateParams } from "../sampling/sampler";
@@ -19,7 +19,7 @@ import { loadPromptIds } from "./prompt-input";
 const OPTIONS: OptSpec[] = [
   { name: "model", type: "string", default: "smollm2", metavar: "smollm2|tiny|DIR", help: "model name or prepared directory" },
   { name: "prompts", type: "string", default: "gsm8k:32", metavar: "FILE|gsm8k:N", help: "prompts (JSONL or the built-in set)" },
-  { name: "modes", type: "string", default: "plain,ngram,suffix,model", metavar: "LIST", help: "plain and the drafters to run as vanilla speculation" },
+  { name: "modes", type: "string", default: "plain,ngram,suffix,model", metavar: "LIST", help: "plain and the drafters to run as vanilla speculation; model:NAME runs the model drafter NAME (q8, layers8)" },
   { name: "n", type: "int", default: 4, help: "samples per prompt" },
   { name: "max-tokens", type: "int", default: 256, help: "maximum generated tokens per sample" },
   { name: "temperature", type: "number", default: 1, help: "sampling temperature" },
@@ -74,13 +74,18 @@ export async function compareCommand(argv: string[]): Promise<void> {
   }
   const a = parseArgs(argv, OPTIONS);
   const modes = (a.modes as string).split(",").map((m) => m.trim());
-  for (const m of modes) if (m !== "plain" && !(DRAFTERS as readonly string[]).includes(m)) throw new UsageError(`unknown mode '${m}' (plain, ${DRAFTERS.join(", ")})`);
+  const drafterOf = (m: string) => m.split(":")[0];
+  for (const m of modes) {
+    if (m !== "plain" && !(DRAFTERS as readonly string[]).includes(drafterOf(m))) throw new UsageError(`unknown mode '${m}' (plain, ${DRAFTERS.join(", ")}, model:NAME)`);
+    if (m.includes(":") && drafterOf(m) !== "model") throw new UsageError(`mode '${m}': only the model drafter takes a name`);
+  }
   if (modes[0] !== "plain") modes.unshift("plain");
   const params = validateParams({ temperature: a.temperature as number, topP: a["top-p"] as number, topK: a["top-k"] as number });
   const seed = (a.seed as number | undefined) ?? freshSeed();
   const draftCost = usage(() => parseDraftCost(a["draft-cost"] as string));
   const prompts = readPrompts(a.prompts as string); // bad input fails before any model work
   const modelDir = await resolveModel(a.model as string);
+  for (const m of modes) if (m.includes(":")) usage(() => drafterDir(modelDir, m.split(":")[1]));
   const { promptIds, tokenizer } = await loadPromptIds(prompts, modelDir, false);
   tokenizer?.close();
   const base: Omit<RolloutPlan, "mode" | "drafter"> = {
@@ -104,7 +109,8 @@ export async function compareCommand(argv: string[]): Promise<void> {
   );
   const runs: { mode: string; records: SampleRecord[]; summary: RolloutSummary }[] = [];
   for (const mode of modes) {
-    const plan: RolloutPlan = { ...base, mode: mode === "plain" ? "plain" : "vanilla", drafter: mode === "plain" ? undefined : (mode as DrafterName) };
+    const [drafter, drafterModel] = mode.split(":");
+    const plan: RolloutPlan = { ...base, mode: mode === "plain" ? "plain" : "vanilla", drafter: mode === "plain" ? undefined : (drafter as DrafterName), drafterModel };
     const progress = new Progress(mode, promptIds.length * base.n * base.epochs, !a.quiet);
     const r = await runRollout(plan, { onTokens: (k) => progress.addTokens(k), onSample: () => progress.complete() });
     progress.finish();
@@ -115,7 +121,7 @@ export async function compareCommand(argv: string[]): Promise<void> {
   for (let e = 0; e < base.epochs; e++) {
     const plainEpoch = plain.summary.per_epoch[e];
     out(`\nepoch ${e}${plainEpoch.kl_from_previous !== undefined ? ` (mean KL from epoch ${e - 1}'s model: ${plainEpoch.kl_from_previous})` : ""}`);
-    out(`  ${"mode".padEnd(8)} ${"tok/s".padStart(8)} ${"speed-up".padStart(9)} ${"acc/step".padStart(9)} ${"accept".padStart(7)} ${"exact".padStart(9)} ${"diverge/tok".padStart(12)}`);
+    out(`  ${"mode".padEnd(13)} ${"tok/s".padStart(8)} ${"speed-up".padStart(9)} ${"acc/step".padStart(9)} ${"accept".padStart(7)} ${"exact".padStart(9)} ${"diverge/tok".padStart(12)}`);
     for (const run of runs) {
       const s = run.summary.per_epoch[e];
       const x = exactness(plain.records, run.records, e);
@@ -132,7 +138,7 @@ export async function compareCommand(argv: string[]): Promise<void> {
       };
       rows.push(row);
       out(
-        `  ${run.mode.padEnd(8)} ${s.tokens_per_s.toFixed(1).padStart(8)} ${(row.speedup.toFixed(2) + "x").padStart(9)} ` +
+        `  ${run.mode.padEnd(13)} ${s.tokens_per_s.toFixed(1).padStart(8)} ${(row.speedup.toFixed(2) + "x").padStart(9)} ` +
           `${(row.mean_accepted_per_verify_step?.toFixed(2) ?? "-").padStart(9)} ${(row.acceptance_rate?.toFixed(2) ?? "-").padStart(7)} ` +
           `${`${x.exact}/${x.samples}`.padStart(9)} ${x.rate.toExponential(1).padStart(12)}`,
       );

@@ -1,6 +1,6 @@
 /** `specactor rollout`: plain (and later speculative) rollouts from a JSONL prompt file. */
 import * as fs from "node:fs";
-import { resolveModel } from "../models/registry";
+import { drafterDir, resolveModel } from "../models/registry";
 import { readPrompts } from "../rollout/prompts";
 import { DRAFTERS, type DrafterName, parseDraftCost, runRollout, type RolloutSummary, type EpochSummary } from "../rollout/run";
 import { validateParams } from "../sampling/sampler";
@@ -24,7 +24,7 @@ const OPTIONS: OptSpec[] = [
   { name: "mode", type: "string", default: "plain", metavar: "plain|vanilla", help: "plain decoding, or vanilla speculation (one drafter, fixed draft length)" },
   { name: "drafter", type: "string", metavar: DRAFTERS.join("|"), help: "the drafter of --mode vanilla" },
   { name: "draft-len", type: "int", default: 4, metavar: "K", help: "draft depth per verify step (vanilla)" },
-  { name: "drafter-model", type: "string", metavar: "DIR", help: "prepared drafter model for --drafter model (default: the model's truncated drafter)" },
+  { name: "drafter-model", type: "string", metavar: "NAME|DIR", help: "for --drafter model: a drafter of the model by name (q8: its 8-bit copy, layers8: its first 8 layers) or a prepared directory (default: the first, q8)" },
   { name: "draft-cost", type: "string", default: "auto", metavar: "auto|off|X", help: "model drafter: draft a token only while its estimated chance of acceptance beats its cost; auto times the drafter against the verifier, X fixes the ratio of their step costs, off drafts while the drafter is confident" },
   { name: "epochs", type: "int", default: 1, metavar: "E", help: "rerun the prompts E times with per-epoch seeds, as RL does" },
   { name: "drift", type: "number", default: 0, metavar: "SCALE", help: "perturb the weights by this relative scale each epoch (policy drift)" },
@@ -72,9 +72,7 @@ export async function rolloutCommand(argv: string[]): Promise<void> {
   const modelDir = await resolveModel(a.model as string);
   const draftCost = usage(() => parseDraftCost(a["draft-cost"] as string));
   const drafterModel = a["drafter-model"] as string | undefined;
-  if (drafterModel !== undefined && !fs.existsSync(`${drafterModel}/onnx/model.json`)) {
-    throw new UsageError(`--drafter-model ${drafterModel}: not a prepared model directory (no onnx/model.json)`);
-  }
+  if (drafterModel !== undefined) usage(() => drafterDir(modelDir, drafterModel));
 
   fs.rmSync(out, { force: true }); // a failed run must not leave an old file that looks like its output
   const partial = `${out}.partial`;
@@ -99,7 +97,7 @@ export async function rolloutCommand(argv: string[]): Promise<void> {
         mode,
         drafter: drafter as DrafterName | undefined,
         draftLen: a["draft-len"] as number,
-        drafterModelDir: a["drafter-model"] as string | undefined,
+        drafterModel,
         draftCost,
         threads: a.threads as number | undefined,
       },

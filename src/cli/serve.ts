@@ -11,7 +11,7 @@ import { ThreadedEngine } from "../engine/threaded-engine";
 import { WorkerPool } from "../engine/worker-pool";
 import { projectRoot, pythonBin } from "../paths";
 import { ModelDrafter } from "../drafters/model";
-import { drafterDirs, resolveModel } from "../models/registry";
+import { drafterDir, resolveModel } from "../models/registry";
 import { RolloutCore } from "../rollout/core";
 import { DRAFTERS, type DrafterName, makeDrafter, modelDrafterOptions, parseDraftCost } from "../rollout/run";
 import { PROTOCOL_VERSION } from "../bridge/wire";
@@ -27,7 +27,7 @@ const OPTIONS: OptSpec[] = [
   { name: "mode", type: "string", default: "plain", metavar: "plain|vanilla", help: "plain decoding, or vanilla speculation with --drafter" },
   { name: "drafter", type: "string", metavar: DRAFTERS.join("|"), help: "the drafter of --mode vanilla" },
   { name: "draft-len", type: "int", default: 4, metavar: "K", help: "draft depth per verify step (vanilla)" },
-  { name: "drafter-model", type: "string", metavar: "DIR", help: "prepared drafter model for --drafter model" },
+  { name: "drafter-model", type: "string", metavar: "NAME|DIR", help: "for --drafter model: a drafter of the model by name (q8, layers8) or a prepared directory (default: the first; drafter workers need one with hf/, layers8)" },
   { name: "draft-cost", type: "string", default: "auto", metavar: "auto|off|X", help: "model drafter: draft a token only while its estimated chance of acceptance beats its cost; auto times the drafter against the verifier, X fixes the ratio of their step costs, off drafts while the drafter is confident" },
   { name: "threads", type: "int", help: "onnxruntime (or torch worker) threads (default: all cores)" },
   { name: "engine", type: "string", default: "onnx", metavar: "onnx|workers", help: "in-process ONNX engine, or Python torch engine workers (PROTOCOL.md section 5)" },
@@ -156,11 +156,10 @@ export async function serveCommand(argv: string[]): Promise<void> {
   }
   let drafter: Drafter | undefined;
   if (drafterWorkers > 0) {
-    const dir = (a["drafter-model"] as string | undefined) ?? drafterDirs(modelDir)[0];
-    if (!dir) throw new UsageError(`${modelDir} has no truncated drafter; give --drafter-model DIR`);
+    const dir = usage(() => drafterDir(modelDir, a["drafter-model"] as string | undefined, "torch"));
     drafter = new ModelDrafter(await startPool("drafter", a["drafter-worker-address"] as string, dir, drafterWorkers, drafterWorkers), modelDrafterOptions(draftCost));
   } else if (mode === "vanilla") {
-    drafter = await makeDrafter(drafterName as DrafterName, modelDir, { drafterModelDir: a["drafter-model"] as string | undefined, draftCost, threads, threaded: true });
+    drafter = await makeDrafter(drafterName as DrafterName, modelDir, { drafterModel: usage(() => drafterDir(modelDir, a["drafter-model"] as string | undefined)), draftCost, threads, threaded: true });
   }
   const core = new RolloutCore(engine, a["max-batch"] as number, drafter ? { drafter, draftLen: a["draft-len"] as number } : undefined);
   const server = new ZmqServer({

@@ -1,47 +1,68 @@
 /**
- * A model drafter: a smaller engine (the layer-truncated policy) decodes `maxDepth` tokens per
- * request, sampling with the request's own seeded noise and parameters: Gumbel coupling, so where the
- * drafter's distribution is close to the verifier's, its sample is the verifier's sample
- * (acceptance >= (1 - TV) / (1 + TV) per token; Daliri et al. 2024).
+ * A model drafter: a cheaper copy of the policy (by default its 8-bit weight quantisation, see
+ * python/specactor/models/quantize.py) decodes up to `maxDepth` tokens per request, sampling with the
+ * request's own seeded noise and parameters: Gumbel coupling, so where the drafter's distribution is
+ * close to the verifier's, its sample is the verifier's sample (acceptance >= (1 - TV) / (1 + TV) per
+ * token; Daliri et al. 2024).
  *
  * The drafter engine keeps its own KV per request. Before drafting it is rolled back to the longest
  * prefix it shares with the verified sequence (its rejected drafts are dropped) and fed the rest, so a
  * request that skipped drafting for a while catches up in one step.
  *
- * How long a chain runs: a drafted token pays off when the chance that the verifier walks to it
- * exceeds what drafting it costs. Let p_i be the drafter's probability of the token it drew at depth i
- * (under the request's temperature and top-k/top-p). Draft confidence tracks acceptance (EAGLE-2, Li
- * et al. 2024) but need not equal it: a truncated policy is often confidently wrong. So the chance
- * that the verifier accepts token i, given it reached it, is estimated as
+ * How long a chain runs. Let p_i be the drafter's probability of the token it drew at depth i (under
+ * the request's temperature and top-k/top-p). The chance that the verifier accepts that token, once it
+ * reached it, is read from a table indexed by confidence, counted over the last ~2000 tried tokens:
  *
- *     a_i = min(1, kappa * p_i),   kappa = (accepted + 1) / (sum of p over tried tokens + 1),
+ *     a_i = A[bin(p_i)],   A[b] = (accepted_b + abar) / (tried_b + 1),   abar = (accepted + 1/2) / (tried + 1)
  *
- * counted over the drafter's recent proposals (a token is tried when the verifier reached its depth),
- * and the chance of reaching depth d is reach_d = a_1 ... a_d. The chain stops before a token with
- * reach_d < max(minReach, cost), where cost = (one drafter step) / (one verifier step), both timed
- * here (a drafter step past the first of a chain, which feeds one token per request; the verifier's
- * step is the time between two `propose` calls). When even a sure token
- * (p = 1) would not pay, min(1, kappa) < threshold, the request is not drafted at all, and the drafter
- * costs nothing; it still drafts one token every `probeEvery` of the request's steps so that kappa
- * follows the drafter if it starts to agree (the policy drifts between epochs).
+ * five bins of p, each shrunk towards the rate over all of them, abar (so a bin that was never tried
+ * starts at what the drafter typically achieves, and gets tried).
+ *
+ * Confidence predicts acceptance for a drafter that differs from the policy (EAGLE-2, Li et al. 2024),
+ * and a truncated policy is often confidently wrong; but a drafter that agrees with the policy is
+ * accepted whatever its confidence (a quantised policy drawing a 0.2-probability token with the
+ * verifier's noise draws the verifier's token). The table learns either shape.
+ *
+ * reach_d = a_1 ... a_d is the chance that the verifier walks to depth d. In units of one verifier
+ * step, a drafted token costs c (one drafter step, timed here) plus v (its row in the verify pass,
+ * `nodeCost`); a step that drafted d tokens is expected to emit E_d = 1 + reach_1 + ... + reach_d
+ * tokens in T_d = 1 + d (c + v). Tokens per unit of time, E_d / T_d, grows with the next token while
+ *
+ *     reach_{d+1} >= (E_d / T_d) (c + v)
+ *
+ * and, as reach falls with depth, the first token that fails ends the chain (the greedy stop is the
+ * best chain length). A further drafter step is run only if its token would pass at the typical
+ * acceptance abar, so a step whose token is bound to fail is not run. When even the first token
+ * would not (abar < c + v), the request is not drafted at all
+ * and the drafter costs nothing; it still drafts one token every `probeEvery` of the request's steps,
+ * so that the table follows the drafter if it starts to agree (the policy drifts between epochs).
+ *
+ * c is a drafter step past the first of a chain (which feeds one token per request) over the time
+ * between two `propose` calls (the verifier's step). v is not timed: it depends on the batch, and at
+ * batch 1 on this engine a verify row costs about 0.05 of a step (docs/ENGINE.md); the dynamic policy
+ * is where profiled per-batch costs belong.
  */
 import type { Engine, SeqStep } from "../engine/engine";
 import { chain, type DraftRequest, type Drafter } from "./drafter";
 import type { Trie } from "../engine/trie";
 
 export interface ModelDrafterOptions {
-  /** Least estimated chance that the verifier reaches a drafted token (a floor under the measured cost). */
+  /** Least estimated chance that the verifier reaches a drafted token. */
   minReach: number;
-  /** Calibrate confidence by measured acceptance and weigh it against the measured cost (off: raw confidence, `minReach` only). */
+  /** Estimate acceptance from the measured table and weigh it against the cost (off: raw confidence, `minReach` only). */
   costAware: boolean;
+  /** A drafted token's row in the verify pass, in verifier steps (v above). */
+  nodeCost: number;
   /** A request that is not worth drafting still drafts one token every this many of its steps. */
   probeEvery: number;
   /** One drafter step over one verifier step, if known (timed here when not given). */
   cost?: number;
 }
 
-/** Acceptance counts are scaled down past this many tried tokens, so kappa follows a drifting policy. */
+/** Acceptance counts are scaled down past this many tried tokens, so the table follows a drifting policy. */
 const CALIBRATION_WINDOW = 2000;
+/** Confidence bins of the acceptance table: [0, 0.2), [0.2, 0.4), ... [0.8, 1]. */
+const BINS = 5;
 /** Weight of the timing averages' newest sample. */
 const TIMING_EMA = 0.1;
 
@@ -54,9 +75,8 @@ export class ModelDrafter implements Drafter {
   /** Steps of each request since it last drafted. */
   private readonly idle = new Map<number, number>();
   private readonly opts: ModelDrafterOptions;
-  private tried = 0;
-  private hits = 0;
-  private confidence = 0;
+  private readonly tried = new Float64Array(BINS);
+  private readonly hits = new Float64Array(BINS);
   private draftStepMs = 0;
   private verifyStepMs = 0;
   private lastProposeEnd = 0;
@@ -65,12 +85,25 @@ export class ModelDrafter implements Drafter {
     private readonly engine: Engine,
     opts: Partial<ModelDrafterOptions> = {},
   ) {
-    this.opts = { minReach: 0.05, costAware: true, probeEvery: 8, ...opts };
+    this.opts = { minReach: 0.05, costAware: true, nodeCost: 0.05, probeEvery: 8, ...opts };
   }
 
-  /** kappa: measured acceptance per unit of confidence (1 when calibration is off). */
-  get calibration(): number {
-    return this.opts.costAware ? (this.hits + 1) / (this.confidence + 1) : 1;
+  /** a = A[bin(p)]: the estimated chance that the verifier accepts a drafted token of confidence p (p itself when off). */
+  acceptance(p: number): number {
+    if (!this.opts.costAware) return p;
+    const b = Math.min(BINS - 1, Math.floor(p * BINS));
+    return (this.hits[b] + this.typicalAcceptance) / (this.tried[b] + 1);
+  }
+
+  /** Accepted over tried drafted tokens, in the window. */
+  get measuredAcceptance(): number {
+    const tried = sum(this.tried);
+    return tried > 0 ? sum(this.hits) / tried : 0;
+  }
+
+  /** The next drafted token's chance before its confidence is known: the table's rows weighted as tried (prior 1/2). */
+  private get typicalAcceptance(): number {
+    return (sum(this.hits) + 0.5) / (sum(this.tried) + 1);
   }
 
   /** One drafter step over one verifier step, as timed so far (0 until both are measured or when calibration is off). */
@@ -81,7 +114,7 @@ export class ModelDrafter implements Drafter {
 
   metrics(): Record<string, number> {
     const round = (x: number) => Math.round(x * 1e4) / 1e4;
-    return { kappa: round(this.calibration), cost: round(this.cost) };
+    return { acceptance: round(this.measuredAcceptance), cost: round(this.cost) };
   }
 
   async propose(requests: DraftRequest[]): Promise<Trie[]> {
@@ -96,14 +129,17 @@ export class ModelDrafter implements Drafter {
   }
 
   private async draft(requests: DraftRequest[]): Promise<Trie[]> {
-    const kappa = this.calibration;
-    const threshold = Math.max(this.opts.minReach, this.cost);
+    const tokenCost = this.opts.costAware ? this.cost + this.opts.nodeCost : 0;
+    const typical = this.opts.costAware ? this.typicalAcceptance : 1;
     const drafts: number[][] = requests.map(() => []);
     const confidences: number[][] = requests.map(() => []);
     const probing = new Set<number>();
-    let live = this.worthDrafting(requests, Math.min(1, kappa) >= threshold, probing);
+    let live = this.worthDrafting(requests, typical >= Math.max(this.opts.minReach, tokenCost), probing);
     let appends = new Map(live.map((i) => [i, this.catchUp(requests[i])]));
     const reach = requests.map(() => 1);
+    const expected = requests.map(() => 1); // E_d: 1 + reach_1 + ... + reach_d
+    /** The least reach the next token of request i needs: (E_d / T_d) (c + v), at least minReach. */
+    const bar = (i: number) => Math.max(this.opts.minReach, (expected[i] / (1 + drafts[i].length * tokenCost)) * tokenCost);
     for (let depth = 0; live.length > 0; depth++) {
       const steps: SeqStep[] = live.map((i) => ({
         seqId: requests[i].id,
@@ -122,14 +158,17 @@ export class ModelDrafter implements Drafter {
         const r = requests[i];
         const t = results[k].tokens[0];
         const p = Math.exp(results[k].logprobs[0]);
-        reach[i] *= Math.min(1, kappa * p);
+        const chance = reach[i] * this.acceptance(p);
         // a probe proposes its first token whatever its estimate: that is what it measures
-        if (reach[i] < threshold && !(probing.has(i) && drafts[i].length === 0)) return false;
+        if (chance < bar(i) && !(probing.has(i) && drafts[i].length === 0)) return false;
         drafts[i].push(t);
         confidences[i].push(p);
+        reach[i] = chance;
+        expected[i] += chance;
         this.known.get(r.id)!.push(t);
         next.set(i, [t]);
-        return drafts[i].length < r.maxDepth && !probing.has(i) && !this.engine.info.eosIds.includes(t);
+        const more = drafts[i].length < r.maxDepth && !probing.has(i) && !this.engine.info.eosIds.includes(t);
+        return more && reach[i] * typical >= bar(i);
       });
       appends = next;
     }
@@ -177,14 +216,18 @@ export class ModelDrafter implements Drafter {
     if (!conf) return;
     this.proposed.delete(id);
     const tried = Math.min(accepted + 1, conf.length);
-    this.tried += tried;
-    this.hits += Math.min(accepted, tried);
-    for (let i = 0; i < tried; i++) this.confidence += conf[i];
-    if (this.tried > CALIBRATION_WINDOW) {
-      const s = CALIBRATION_WINDOW / this.tried;
-      this.tried *= s;
-      this.hits *= s;
-      this.confidence *= s;
+    for (let i = 0; i < tried; i++) {
+      const b = Math.min(BINS - 1, Math.floor(conf[i] * BINS));
+      this.tried[b] += 1;
+      if (i < accepted) this.hits[b] += 1;
+    }
+    const total = sum(this.tried);
+    if (total > CALIBRATION_WINDOW) {
+      const s = CALIBRATION_WINDOW / total;
+      for (let b = 0; b < BINS; b++) {
+        this.tried[b] *= s;
+        this.hits[b] *= s;
+      }
     }
   }
 
@@ -198,6 +241,10 @@ export class ModelDrafter implements Drafter {
   async close(): Promise<void> {
     await this.engine.close();
   }
+}
+
+function sum(xs: Float64Array): number {
+  return xs.reduce((a, b) => a + b, 0);
 }
 
 function ema(average: number, sample: number): number {

@@ -92,12 +92,30 @@ export async function meanKl(a: string, b: string, sequencesFile: string): Promi
   return (JSON.parse(r.stdout.trim().split("\n").pop()!) as { mean_kl: number }).mean_kl;
 }
 
-/** The prepared drafter directories of a model (layer-truncated copies), first is the default. */
+/** The prepared drafter directories of a model (its 8-bit copy, layer-truncated copies); the first is the default. */
 export function drafterDirs(modelDir: string): string[] {
   const manifest = path.join(modelDir, "manifest.json");
   if (!fs.existsSync(manifest)) return [];
   const names = (JSON.parse(fs.readFileSync(manifest, "utf8")) as { drafters?: string[] }).drafters ?? [];
   return names.map((n) => path.join(modelDir, "drafters", n));
+}
+
+/**
+ * `--drafter-model SPEC`: a drafter of the model's manifest by name (`q8`, `layers8`), so that every
+ * drifted epoch uses its own, or a prepared directory. Without SPEC: the model's first drafter that
+ * has the form the engine loads (`onnx`: onnx/model.json; `torch`, a Python worker: hf/ too), else
+ * the model itself.
+ */
+export function drafterDir(modelDir: string, spec?: string, form: "onnx" | "torch" = "onnx"): string {
+  const has = (d: string) => fs.existsSync(path.join(d, "onnx", "model.json")) && (form === "onnx" || fs.existsSync(path.join(d, "hf", "config.json")));
+  const dirs = drafterDirs(modelDir);
+  if (spec === undefined) return dirs.find(has) ?? modelDir;
+  const named = dirs.find((d) => path.basename(d) === spec) ?? (fs.existsSync(spec) ? path.resolve(spec) : undefined);
+  if (named === undefined) {
+    throw new Error(`--drafter-model ${spec}: not a drafter of ${path.basename(modelDir)} (${dirs.map((d) => path.basename(d)).join(", ") || "none"}) nor a directory`);
+  }
+  if (!has(named)) throw new Error(`--drafter-model ${spec}: ${named} has no ${form === "onnx" ? "onnx/model.json" : "hf/ and onnx/model.json (a worker loads hf/)"}`);
+  return named;
 }
 
 /**

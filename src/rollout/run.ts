@@ -20,7 +20,7 @@ import { SuffixDrafter } from "../drafters/suffix";
 import type { Engine } from "../engine/engine";
 import { OnnxEngine } from "../engine/onnx-engine";
 import { ThreadedEngine } from "../engine/threaded-engine";
-import { drafterDirs, driftedModel, meanKl } from "../models/registry";
+import { drafterDir, driftedModel, meanKl } from "../models/registry";
 import type { SamplingParams } from "../sampling/sampler";
 import { deriveSeed } from "../sampling/seeds";
 import { type CoreStats, type FinishReason, RolloutCore } from "./core";
@@ -43,8 +43,8 @@ export interface RolloutPlan {
   mode: Mode;
   drafter?: DrafterName;
   draftLen: number;
-  /** The model drafter's prepared directory; default: the epoch model's first truncated drafter. */
-  drafterModelDir?: string;
+  /** The model drafter: a drafter name of the epoch model (q8, layers8) or a prepared directory; default: the model's first drafter. */
+  drafterModel?: string;
   /** The model drafter's cost model (default "auto"). */
   draftCost?: DraftCost;
   threads?: number;
@@ -180,11 +180,11 @@ export async function runRollout(plan: RolloutPlan, hooks: RolloutHooks = {}) {
   return { records, summary: summarize(plan, engineName, epochs) };
 }
 
-/** A fresh drafter by name; `model` loads the drafter model (default: `modelDir`'s truncated drafter). */
+/** A fresh drafter by name; `model` loads the drafter model (`drafterDir`: by default `modelDir`'s 8-bit copy). */
 export async function makeDrafter(
   name: DrafterName | undefined,
   modelDir: string,
-  opts: { drafterModelDir?: string; draftCost?: DraftCost; threads?: number; /** the drafter engine on its own thread (a server) */ threaded?: boolean } = {},
+  opts: { drafterModel?: string; draftCost?: DraftCost; threads?: number; /** the drafter engine on its own thread (a server) */ threaded?: boolean } = {},
 ): Promise<Drafter> {
   switch (name) {
     case "ngram":
@@ -192,7 +192,7 @@ export async function makeDrafter(
     case "suffix":
       return new SuffixDrafter();
     case "model": {
-      const dir = opts.drafterModelDir ?? drafterDirs(modelDir)[0] ?? modelDir;
+      const dir = drafterDir(modelDir, opts.drafterModel);
       const load = opts.threaded ? ThreadedEngine.load : OnnxEngine.load;
       return new ModelDrafter(await load(dir, { threads: opts.threads }), modelDrafterOptions(opts.draftCost));
     }

@@ -153,7 +153,12 @@ def bad(tmp_path, *args, prompts_text=None):
         (
             ("--mode", "vanilla", "--drafter", "model", "--drafter-model", "/nonexistent"),
             None,
-            "not a prepared model directory",
+            "--drafter-model /nonexistent: not a drafter of tiny",
+        ),
+        (
+            ("--mode", "vanilla", "--drafter", "model", "--drafter-model", "layers8"),
+            None,
+            "not a drafter of tiny",
         ),
         (("--frequency-penalty", "0.5"), None, "unknown option --frequency-penalty"),
         (("--seed", "-1"), None, "--seed must be an integer"),

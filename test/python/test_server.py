@@ -115,7 +115,7 @@ def test_a_speculative_server_returns_plain_tokens(tiny_dir, tmp_path, drafter):
         drafter = c.stats()["drafter"]
     assert drafter["verify_steps"] > 0 and drafter["accepted_tokens"] > 0 and drafter["errors"] == 0
     if drafter_name == "model":
-        assert set(drafter["metrics"]) == {"kappa", "cost"}
+        assert set(drafter["metrics"]) == {"acceptance", "cost"}
 
 
 def test_bad_input_gets_an_error_and_the_server_stays_exact(server, tiny_dir, tmp_path):

@@ -51,7 +51,7 @@ def test_vanilla_equals_plain(tiny_dir, tmp_path, drafter, sampling):
     assert "mean_accepted_per_verify_step" in d
     if drafter == "model":  # the policy drafting for itself with the same noise: accepted whole
         assert d["acceptance_rate"] > 0.95
-        assert set(d["metrics"]) == {"kappa", "cost"}
+        assert set(d["metrics"]) == {"acceptance", "cost"}
     assert summary["engine_steps"] < sum(len(r["token_ids"]) for r in spec)
 
 
@@ -117,3 +117,52 @@ def test_smollm2_vanilla_equals_plain(smollm2_dir, tmp_path):
         )
         outs[mode] = [r["token_ids"] for r in read_jsonl(out)]
     assert outs["ngram"] == outs["plain"] and outs["suffix"] == outs["plain"]
+
+
+def test_the_8bit_drafter_is_rederived_for_each_drifted_epoch(tiny_dir, tmp_path):
+    """The default model drafter is the policy's 8-bit copy (q8), quantised again from each epoch's
+    drifted weights: it stays exact and keeps agreeing with the policy it drafts for."""
+    args = ("--temperature", "1", "--epochs", "2", "--drift", "0.05")
+    plain, _ = rollout(tiny_dir, tmp_path, "p", *args)
+    spec, summary = rollout(
+        tiny_dir, tmp_path, "q", *args, "--mode", "vanilla", "--drafter", "model", "--draft-cost", "0.2"
+    )
+    assert [r["token_ids"] for r in spec] == [r["token_ids"] for r in plain]
+    for e in summary["per_epoch"]:
+        d = e["drafter"]
+        assert d["errors"] == 0 and d["proposed_tokens"] > 0
+        assert d["metrics"]["acceptance"] > 0.85, (e["epoch"], d)
+    named, _ = rollout(
+        tiny_dir, tmp_path, "n", *args, "--mode", "vanilla", "--drafter", "model", "--drafter-model", "q8"
+    )
+    assert [r["token_ids"] for r in named] == [r["token_ids"] for r in plain]
+
+
+def test_compare_runs_named_model_drafters_side_by_side(tiny_dir, tmp_path):
+    src = write_jsonl(tmp_path / "prompts.jsonl", PROMPTS)
+    out = tmp_path / "compare.json"
+    common = ("compare", "--model", str(tiny_dir), "--prompts", str(src), "--n", "2", "--max-tokens", "24")
+    run_cli(
+        *common,
+        "--epochs",
+        "1",
+        "--seed",
+        "3",
+        "--modes",
+        "plain,ngram,model:q8",
+        "--json",
+        str(out),
+        "--quiet",
+    )
+    rows = json.loads(out.read_text())["comparison"]
+    assert [r["mode"] for r in rows] == ["plain", "ngram", "model:q8"]
+    for r in rows:
+        assert r["exact_samples"] == r["samples"] == 6 and r["divergences"] == 0
+        assert r["tokens_per_s"] > 0 and r["speedup"] > 0
+    assert rows[2]["acceptance_rate"] > 0.5
+    for modes, match in (
+        ("plain,model:nope", "not a drafter of tiny"),
+        ("plain,ngram:q8", "only the model drafter"),
+    ):
+        proc = run_cli(*common, "--modes", modes, check=False)
+        assert proc.returncode != 0 and match in proc.stderr, proc.stderr

@@ -10,6 +10,7 @@ import { SuffixDrafter } from "../../src/drafters/suffix";
 import { ModelDrafter } from "../../src/drafters/model";
 import type { SamplingParams } from "../../src/sampling/sampler";
 import { deriveSeed } from "../../src/sampling/seeds";
+import { makeDrafter } from "../../src/rollout/run";
 import { tinyDir } from "./helpers";
 
 let engine: OnnxEngine;
@@ -213,16 +214,47 @@ test("the model drafter weighs measured acceptance against its cost: a good draf
   const aware = await run(wrong);
   assert.equal(blind.drafter!.acceptedTokens, 0);
   assert.ok(blind.drafter!.proposedTokens >= 3 * blind.seqSteps, `${blind.drafter!.proposedTokens} in ${blind.seqSteps} steps`);
-  // after a few misses kappa is below the cost: one probe token every 8 steps of a request
+  // after a few misses the measured acceptance is below the cost: one probe token every 8 steps of a request
   assert.ok(aware.drafter!.proposedTokens < 0.25 * aware.seqSteps, `${aware.drafter!.proposedTokens} in ${aware.seqSteps} steps`);
   assert.ok(aware.drafter!.proposedTokens > 0.08 * aware.seqSteps, "probes keep measuring");
-  assert.ok(wrong.calibration < 0.2, `kappa ${wrong.calibration}`);
+  assert.ok(wrong.metrics().acceptance < 0.2, `acceptance ${wrong.metrics().acceptance}`);
+  assert.ok(wrong.acceptance(1) < 0.2, `estimate at confidence 1: ${wrong.acceptance(1)}`);
 
   // measured cost: the policy drafting for itself costs about a verifier step per token
   const self = new ModelDrafter(await OnnxEngine.load(tinyDir()));
   const timed = await run(self);
   assert.ok(self.metrics().cost > 0.2, `cost ${self.metrics().cost}`);
   assert.equal(timed.drafterMetrics?.cost, self.metrics().cost);
+});
+
+test("the acceptance table learns that a drafter agreeing with the policy is accepted whatever its confidence", async () => {
+  // at T=1 tiny's distributions are nearly flat: its own drafts carry small probabilities, yet the
+  // verifier draws the same tokens with the same noise; confidence alone would stop every chain
+  const params: SamplingParams = { temperature: 1, topP: 1, topK: -1 };
+  const reqs = requests(params, 60, 2);
+  const plain = await rollout(reqs);
+  const self = new ModelDrafter(await OnnxEngine.load(tinyDir()), { cost: 0.2 });
+  const spec = await rollout(reqs, { drafter: self, draftLen: 4 });
+  spec.results.forEach((r, i) => assert.deepEqual(r.tokenIds, plain.results[i].tokenIds));
+  const d = spec.stats.drafter!;
+  assert.ok(d.proposedTokens >= 3 * d.verifySeqSteps, `${d.proposedTokens} in ${d.verifySeqSteps} steps`);
+  assert.ok(self.acceptance(0.05) > 0.9, `estimate at confidence 0.05: ${self.acceptance(0.05)}`);
+  assert.ok(self.metrics().acceptance > 0.95);
+  await self.close();
+});
+
+test("the default model drafter, tiny's 8-bit copy, is exact and mostly accepted", async () => {
+  const drafter = await makeDrafter("model", tinyDir(), { draftCost: 0.2 });
+  for (const [label, params] of PARAMS) {
+    const reqs = requests(params, 40, 2);
+    const plain = await rollout(reqs);
+    const spec = await rollout(reqs, { drafter, draftLen: 4 });
+    spec.results.forEach((r, i) => assert.deepEqual(r.tokenIds, plain.results[i].tokenIds, label));
+    const d = spec.stats.drafter!;
+    assert.equal(d.errors, 0);
+    assert.ok(d.acceptedTokens >= 0.8 * d.proposedTokens, `${label}: ${d.acceptedTokens} of ${d.proposedTokens}`);
+  }
+  await drafter.close?.();
 });
 
 test("the suffix drafter learns from finished siblings: a second epoch accepts more", async () => {

