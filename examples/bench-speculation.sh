@@ -4,7 +4,7 @@
 # 32 GSM8K-style prompts x n=4, 256 max tokens, 2 epochs with policy drift, each mode starting from
 # an empty history store, at T=1.0/top-p 1.0 and T=0.7/top-p 0.95. Results go to out/bench-*.json.
 #
-#   examples/bench-speculation.sh                          # the full run (about 2-3 hours on 2 cores)
+#   examples/bench-speculation.sh                          # the full run at batch 1 (about 3 hours on 2 cores)
 #   BATCH=1 PROMPTS=gsm8k:8 MODES=plain,suffix examples/bench-speculation.sh   # a quicker look
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +12,7 @@ mkdir -p out
 PROMPTS=${PROMPTS:-gsm8k:32}
 N=${N:-4}
 MAX_TOKENS=${MAX_TOKENS:-256}
-BATCH=${BATCH:-4}
+BATCH=${BATCH:-1}
 EPOCHS=${EPOCHS:-2}
 DRIFT=${DRIFT:-0.01}
 MODES=${MODES:-plain,ngram,suffix,model}

@@ -8,9 +8,10 @@ cd "$(dirname "$0")/.."
 mkdir -p out
 CLI="node bin/specactor.js"
 echo "== SmolLM2-135M-Instruct: 4 GSM8K-style prompts x 4 samples (a GRPO group each), 96 max tokens,"
-echo "   T=0.7 top-p=0.95, 2 epochs with policy drift; plain vs vanilla speculation (suffix drafter)"
+echo "   T=0.7 top-p=0.95, 2 epochs with policy drift; plain vs vanilla speculation with the suffix"
+echo "   (history) drafter and the model drafter (the policy's 8-bit copy)"
 $CLI compare --model smollm2 --prompts gsm8k:4 --n 4 --max-tokens 96 --epochs 2 --drift 0.01 \
-  --temperature 0.7 --top-p 0.95 --seed 2026 --max-batch 1 --modes plain,suffix --json out/demo.compare.json
+  --temperature 0.7 --top-p 0.95 --seed 2026 --max-batch 1 --modes plain,suffix,model --json out/demo.compare.json
 echo
 echo "== one sample, decoded (out/demo.jsonl):"
 $CLI rollout --model smollm2 --prompts gsm8k:1 --n 1 --max-tokens 96 --temperature 0.7 --top-p 0.95 \

@@ -111,6 +111,8 @@ export async function serveCommand(argv: string[]): Promise<void> {
   const minWorkers = (a["min-workers"] as number | undefined) ?? Math.max(1, a.workers as number);
   if (minWorkers < 0) throw new UsageError(`--min-workers must be >= 0, got ${minWorkers}`);
   const modelDir = await resolveModel(a.model as string);
+  // the model drafter's directory, checked before any engine starts (workers run torch on its hf/ form)
+  const drafterModelDir = drafterName === "model" ? usage(() => drafterDir(modelDir, a["drafter-model"] as string | undefined, drafterWorkers > 0 ? "torch" : "onnx")) : undefined;
   const threads = a.threads as number | undefined;
   const log = (line: string) => process.stderr.write(`specactor serve: ${line}\n`);
   const children: ChildProcess[] = [];
@@ -156,10 +158,9 @@ export async function serveCommand(argv: string[]): Promise<void> {
   }
   let drafter: Drafter | undefined;
   if (drafterWorkers > 0) {
-    const dir = usage(() => drafterDir(modelDir, a["drafter-model"] as string | undefined, "torch"));
-    drafter = new ModelDrafter(await startPool("drafter", a["drafter-worker-address"] as string, dir, drafterWorkers, drafterWorkers), modelDrafterOptions(draftCost));
+    drafter = new ModelDrafter(await startPool("drafter", a["drafter-worker-address"] as string, drafterModelDir!, drafterWorkers, drafterWorkers), modelDrafterOptions(draftCost));
   } else if (mode === "vanilla") {
-    drafter = await makeDrafter(drafterName as DrafterName, modelDir, { drafterModel: usage(() => drafterDir(modelDir, a["drafter-model"] as string | undefined)), draftCost, threads, threaded: true });
+    drafter = await makeDrafter(drafterName as DrafterName, modelDir, { drafterModel: drafterModelDir, draftCost, threads, threaded: true });
   }
   const core = new RolloutCore(engine, a["max-batch"] as number, drafter ? { drafter, draftLen: a["draft-len"] as number } : undefined);
   const server = new ZmqServer({

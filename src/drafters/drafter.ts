@@ -32,7 +32,7 @@ export interface Drafter {
   observe?(id: number, emitted: readonly number[], accepted: number): void;
   /** The request ended; `output` is its whole response (a history drafter learns from it). */
   finish?(request: DraftRequest, output: readonly number[]): void;
-  /** The drafter's own figures for summaries and stats (the model drafter's calibration and cost). */
+  /** The drafter's own figures for summaries and stats (the model drafter's acceptance and cost). */
   metrics?(): Record<string, number>;
   close?(): Promise<void>;
 }

@@ -70,7 +70,7 @@ export class ModelDrafter implements Drafter {
   readonly name = "model";
   /** Tokens the drafter engine has seen per request (its KV holds all but possibly the last). */
   private readonly known = new Map<number, number[]>();
-  /** The drafter's probabilities of the tokens it last proposed, per request (for calibration). */
+  /** The drafter's probabilities of the tokens it last proposed, per request (for the acceptance table). */
   private readonly proposed = new Map<number, number[]>();
   /** Steps of each request since it last drafted. */
   private readonly idle = new Map<number, number>();
@@ -106,7 +106,7 @@ export class ModelDrafter implements Drafter {
     return (sum(this.hits) + 0.5) / (sum(this.tried) + 1);
   }
 
-  /** One drafter step over one verifier step, as timed so far (0 until both are measured or when calibration is off). */
+  /** One drafter step over one verifier step, as timed so far (0 until both are measured or when costAware is off). */
   get cost(): number {
     if (!this.opts.costAware) return 0;
     return this.opts.cost ?? (this.verifyStepMs > 0 ? this.draftStepMs / this.verifyStepMs : 0);

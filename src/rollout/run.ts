@@ -92,7 +92,7 @@ export interface DrafterSummary {
   acceptance_rate: number;
   errors: number;
   last_error?: string;
-  /** The drafter's own figures at the end (the model drafter: kappa, its calibration, and cost). */
+  /** The drafter's own figures at the end (the model drafter: its measured acceptance and cost). */
   metrics?: Record<string, number>;
 }
 
