@@ -385,6 +385,16 @@ def test_serve_rejects_bad_options(tiny_dir):
         (("--address", "localhost:1"), "--address"),
         (("--max-batch", "0"), "--max-batch"),
         (("--mode", "vanilla"), "--drafter"),
+        (
+            ("--mode", "vanilla", "--drafter", "model", "--drafter-model", "layers8"),
+            "(q8) nor a directory",
+        ),
+        # drafter workers run torch on the hf/ form, which the 8-bit copy does not have
+        (
+            ("--mode", "vanilla", "--drafter", "model", "--drafter-model", "q8", "--engine", "workers")
+            + ("--drafter-workers", "1"),
+            "a worker loads hf/",
+        ),
     ]:
         p = subprocess.run(
             ["node", str(ROOT / "bin" / "specactor.js"), "serve", "--model", str(tiny_dir), *args],
