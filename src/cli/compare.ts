@@ -74,10 +74,10 @@ export async function compareCommand(argv: string[]): Promise<void> {
   }
   const a = parseArgs(argv, OPTIONS);
   const modes = (a.modes as string).split(",").map((m) => m.trim());
-  const drafterOf = (m: string) => m.split(":")[0];
   for (const m of modes) {
-    if (m !== "plain" && !(DRAFTERS as readonly string[]).includes(drafterOf(m))) throw new UsageError(`unknown mode '${m}' (plain, ${DRAFTERS.join(", ")}, model:NAME)`);
-    if (m.includes(":") && drafterOf(m) !== "model") throw new UsageError(`mode '${m}': only the model drafter takes a name`);
+    const { drafter, drafterModel } = parseMode(m);
+    if (m !== "plain" && !(DRAFTERS as readonly string[]).includes(drafter)) throw new UsageError(`unknown mode '${m}' (plain, ${DRAFTERS.join(", ")}, model:NAME)`);
+    if (drafterModel !== undefined && drafter !== "model") throw new UsageError(`mode '${m}': only the model drafter takes a name`);
   }
   if (modes[0] !== "plain") modes.unshift("plain");
   const params = validateParams({ temperature: a.temperature as number, topP: a["top-p"] as number, topK: a["top-k"] as number });
@@ -85,7 +85,10 @@ export async function compareCommand(argv: string[]): Promise<void> {
   const draftCost = usage(() => parseDraftCost(a["draft-cost"] as string));
   const prompts = readPrompts(a.prompts as string); // bad input fails before any model work
   const modelDir = await resolveModel(a.model as string);
-  for (const m of modes) if (m.includes(":")) usage(() => drafterDir(modelDir, m.split(":")[1]));
+  for (const m of modes) {
+    const { drafterModel } = parseMode(m);
+    if (drafterModel !== undefined) usage(() => drafterDir(modelDir, drafterModel));
+  }
   const { promptIds, tokenizer } = await loadPromptIds(prompts, modelDir, false);
   tokenizer?.close();
   const base: Omit<RolloutPlan, "mode" | "drafter"> = {
@@ -109,7 +112,7 @@ export async function compareCommand(argv: string[]): Promise<void> {
   );
   const runs: { mode: string; records: SampleRecord[]; summary: RolloutSummary }[] = [];
   for (const mode of modes) {
-    const [drafter, drafterModel] = mode.split(":");
+    const { drafter, drafterModel } = parseMode(mode);
     const plan: RolloutPlan = { ...base, mode: mode === "plain" ? "plain" : "vanilla", drafter: mode === "plain" ? undefined : (drafter as DrafterName), drafterModel };
     const progress = new Progress(mode, promptIds.length * base.n * base.epochs, !a.quiet);
     const r = await runRollout(plan, { onTokens: (k) => progress.addTokens(k), onSample: () => progress.complete() });
@@ -145,6 +148,12 @@ export async function compareCommand(argv: string[]): Promise<void> {
     }
   }
   if (a.json) fs.writeFileSync(a.json as string, JSON.stringify({ seed, comparison: rows, runs: runs.map((r) => ({ mode: r.mode, summary: r.summary })) }, null, 1) + "\n");
+}
+
+/** A mode: `plain`, a drafter, or `model:NAME` (the model drafter NAME of the model). */
+function parseMode(mode: string): { drafter: string; drafterModel?: string } {
+  const [drafter, drafterModel] = mode.split(":");
+  return { drafter, drafterModel };
 }
 
 function round(x: number): number {

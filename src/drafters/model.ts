@@ -33,9 +33,9 @@
  * and, as reach falls with depth, the first token that fails ends the chain (the greedy stop is the
  * best chain length). A further drafter step is run only if its token would pass at the typical
  * acceptance abar, so a step whose token is bound to fail is not run. When even the first token
- * would not (abar < c + v), the request is not drafted at all
- * and the drafter costs nothing; it still drafts one token every `probeEvery` of the request's steps,
- * so that the table follows the drafter if it starts to agree (the policy drifts between epochs).
+ * would not (abar < c + v), the request is not drafted at all and the drafter costs nothing; it still
+ * drafts one token every `probeEvery` of the request's steps, so that the table follows the drafter
+ * if it starts to agree (the policy drifts between epochs).
  *
  * c is a drafter step past the first of a chain (which feeds one token per request) over the time
  * between two `propose` calls (the verifier's step). v is not timed: it depends on the batch, and at
@@ -89,10 +89,10 @@ export class ModelDrafter implements Drafter {
   }
 
   /** a = A[bin(p)]: the estimated chance that the verifier accepts a drafted token of confidence p (p itself when off). */
-  acceptance(p: number): number {
+  acceptance(p: number, typical = this.typicalAcceptance): number {
     if (!this.opts.costAware) return p;
-    const b = Math.min(BINS - 1, Math.floor(p * BINS));
-    return (this.hits[b] + this.typicalAcceptance) / (this.tried[b] + 1);
+    const b = binOf(p);
+    return (this.hits[b] + typical) / (this.tried[b] + 1);
   }
 
   /** Accepted over tried drafted tokens, in the window. */
@@ -158,7 +158,7 @@ export class ModelDrafter implements Drafter {
         const r = requests[i];
         const t = results[k].tokens[0];
         const p = Math.exp(results[k].logprobs[0]);
-        const chance = reach[i] * this.acceptance(p);
+        const chance = reach[i] * this.acceptance(p, typical);
         // a probe proposes its first token whatever its estimate: that is what it measures
         if (chance < bar(i) && !(probing.has(i) && drafts[i].length === 0)) return false;
         drafts[i].push(t);
@@ -217,7 +217,7 @@ export class ModelDrafter implements Drafter {
     this.proposed.delete(id);
     const tried = Math.min(accepted + 1, conf.length);
     for (let i = 0; i < tried; i++) {
-      const b = Math.min(BINS - 1, Math.floor(conf[i] * BINS));
+      const b = binOf(conf[i]);
       this.tried[b] += 1;
       if (i < accepted) this.hits[b] += 1;
     }
@@ -241,6 +241,10 @@ export class ModelDrafter implements Drafter {
   async close(): Promise<void> {
     await this.engine.close();
   }
+}
+
+function binOf(p: number): number {
+  return Math.min(BINS - 1, Math.floor(p * BINS));
 }
 
 function sum(xs: Float64Array): number {
