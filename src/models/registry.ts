@@ -1,7 +1,8 @@
 /**
  * Named models and their prepared directories. `prepare-model NAME` runs the Python preparation
  * (weights never pass through TypeScript) into `<cache>/models/NAME-<key>`, where the key hashes the
- * preparation sources, so editing them re-prepares and a rerun is instant.
+ * preparation sources, so editing them re-prepares and a rerun is instant. A new key replaces the
+ * directories of older ones (about 2 GB each for smollm2 with a drifted epoch).
  */
 import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
@@ -61,7 +62,21 @@ export async function prepareModel(name: ModelName): Promise<string> {
     `preparing model ${name}`,
   );
   if (!isPrepared(dir)) throw new Error(`preparing model ${name} left no manifest in ${dir}`);
+  pruneSuperseded(name, dir);
   return dir;
+}
+
+/** Removes `name`'s prepared directories of other keys, and their drifted epochs. */
+function pruneSuperseded(name: ModelName, current: string): void {
+  const models = path.dirname(current);
+  const keep = path.basename(current);
+  const stale = new RegExp(`^${name}-[0-9a-f]{12}(\\.drift.*)?$`);
+  for (const entry of fs.readdirSync(models)) {
+    if (stale.test(entry) && entry !== keep && !entry.startsWith(`${keep}.`)) {
+      fs.rmSync(path.join(models, entry), { recursive: true, force: true });
+      process.stderr.write(`removed ${path.join(models, entry)} (an older preparation of ${name})\n`);
+    }
+  }
 }
 
 /**

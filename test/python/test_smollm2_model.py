@@ -47,19 +47,21 @@ def test_chat_template(tok):
 
 
 def test_drafters(smollm2_dir):
-    """q8 (the default) is the policy's graph with 8-bit weight matmuls; layers8 its first 8 layers."""
+    """q8 (the default) is the policy's fused graph with 8-bit weight matmuls; layers8 its first 8 layers."""
     manifest = json.loads((smollm2_dir / "manifest.json").read_text())
     assert manifest["drafters"] == ["q8", "layers8"]
     policy = json.loads((smollm2_dir / "onnx" / "model.json").read_text())
     q8 = smollm2_dir / "drafters" / "q8"
     meta = json.loads((q8 / "onnx" / "model.json").read_text())
     assert meta["quantization"] == {"bits": 8, "block": 32, "accuracy_level": 4}
-    assert {k: v for k, v in meta.items() if k not in ("name", "quantization")} == {
+    assert meta["graph"] == "fused"
+    assert {k: v for k, v in meta.items() if k not in ("name", "quantization", "graph")} == {
         k: v for k, v in policy.items() if k != "name"
     }
     graph = onnx.load(str(q8 / "onnx" / "model.onnx"), load_external_data=False)
     ops = [n.op_type for n in graph.graph.node]
-    assert ops.count("MatMulNBits") == 7 * policy["num_layers"] + 1  # q, k, v, o, gate, up, down; the head
+    assert ops.count("MatMulNBits") == 5 * policy["num_layers"] + 1  # qkv, o, gate, up, down; the head
+    assert ops.count("RotaryEmbedding") == 2 * policy["num_layers"]
     d = smollm2_dir / "drafters" / "layers8"
     cfg = AutoConfig.from_pretrained(d / "hf")
     meta = json.loads((d / "onnx" / "model.json").read_text())

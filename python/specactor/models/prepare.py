@@ -133,12 +133,12 @@ def truncated(model, layers: int):
 
 def write_drafter(kind: str, model, tok, out: Path, eos_ids: list[int]) -> None:
     """Derive drafter ``kind`` of the form at ``out`` (written first) into ``out/drafters/kind``:
-    ``q8`` quantises the form's graph, ``layersN`` truncates ``model`` to its first N layers."""
+    ``q8`` quantises ``model``'s fused graph, ``layersN`` truncates ``model`` to its first N layers."""
     from .quantize import quantize_form
 
     name = json.loads((out / "onnx" / "model.json").read_text())["name"]
     if kind == "q8":
-        quantize_form(out, out / "drafters" / kind, f"{name}-{kind}")
+        quantize_form(model, out, out / "drafters" / kind, f"{name}-{kind}")
     elif kind.startswith("layers"):
         write_form(
             truncated(model, int(kind[len("layers") :])),

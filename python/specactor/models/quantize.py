@@ -1,4 +1,4 @@
-"""A weight-quantised copy of the trie graph: the policy itself, cheaper, as a drafter.
+"""A weight-quantised copy of the policy: the policy itself, cheaper, as a drafter.
 
 Every weight matmul ``y = x @ W`` (W: [K, N], the projections and the output head) becomes ONNX
 Runtime's ``MatMulNBits`` with 8-bit symmetric blocks along K,
@@ -6,8 +6,9 @@ Runtime's ``MatMulNBits`` with 8-bit symmetric blocks along K,
     W[k, n] ~= s[b, n] * q[k, n],   q in [-128, 127],   s[b, n] = max_{k in block b} |W[k, n]| / 127,
 
 blocks of ``BLOCK`` rows, and ``accuracy_level`` 4: the activations are quantised to int8 per block
-at run time and the dot products run in int8 (VNNI where the CPU has it). The graph keeps its inputs
-and outputs, so the engine runs it like the policy; only the embedding gather stays float32.
+at run time and the dot products run in int8 (VNNI where the CPU has it). The graph quantised is the
+fused form of the trie graph (``fused_graph.py``: the same inputs and outputs, fewer nodes), so the
+engine runs it like the policy; only the embedding gather stays float32.
 
 Why this drafts well: the model drafter samples with the verifier's own Gumbel noise, so a token is
 accepted with probability at least (1 - TV) / (1 + TV), TV the total variation between the two
@@ -28,25 +29,28 @@ BITS = 8
 ACCURACY_LEVEL = 4  # int8 activations and int8 dot products
 
 
-def quantize_form(src: Path, out: Path, name: str) -> None:
-    """Write ``out/onnx`` as the 8-bit copy of the prepared form ``src/onnx`` (named ``name``)."""
+def quantize_form(model, src: Path, out: Path, name: str) -> None:
+    """Write ``out/onnx`` as the 8-bit fused graph of ``model``, the policy of the form at ``src``
+    (whose ``model.json`` it copies, named ``name``)."""
     import onnx
     from onnxruntime.quantization import matmul_nbits_quantizer as mnb
 
+    from .fused_graph import build_fused_graph
+
     logging.getLogger(mnb.__name__).setLevel(logging.WARNING)  # it logs every node it looks at
 
-    model = onnx.load(str(src / "onnx" / "model.onnx"))
     config = mnb.DefaultWeightOnlyQuantConfig(
         block_size=BLOCK, is_symmetric=True, accuracy_level=ACCURACY_LEVEL, bits=BITS
     )
-    quantizer = mnb.MatMulNBitsQuantizer(model, algo_config=config)
+    quantizer = mnb.MatMulNBitsQuantizer(build_fused_graph(model), algo_config=config)
     quantizer.process()
     quantized = quantizer.model.model
     if not any(n.op_type == "MatMulNBits" for n in quantized.graph.node):
-        raise SystemExit(f"error: quantising {src} left no MatMulNBits node")
+        raise SystemExit(f"error: quantising {name} left no MatMulNBits node")
     (out / "onnx").mkdir(parents=True, exist_ok=True)
     onnx.save(quantized, str(out / "onnx" / "model.onnx"))
     meta = json.loads((src / "onnx" / "model.json").read_text())
     meta["name"] = name
+    meta["graph"] = "fused"
     meta["quantization"] = {"bits": BITS, "block": BLOCK, "accuracy_level": ACCURACY_LEVEL}
     (out / "onnx" / "model.json").write_text(json.dumps(meta, indent=1) + "\n")
