@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 from conftest import cli_rollout, run_cli
@@ -193,3 +195,21 @@ def test_help_lists_the_options():
     ):
         assert opt in proc.stdout
     assert "prepare-model" in run_cli("--help").stdout
+
+
+def test_prepare_model_removes_older_preparations(tmp_path):
+    """A new preparation key replaces the older keys' directories of that model (and their drifted
+    epochs), and leaves other models' and unrelated directories alone."""
+    models = tmp_path / "models"
+    stale = [models / "tiny-000000000000", models / "tiny-000000000000.drift0.05" / "epoch1"]
+    kept = [models / "smollm2-000000000000", models / "tiny-notes"]
+    for d in stale + kept:
+        d.mkdir(parents=True)
+        (d / "manifest.json").write_text("{}")
+    proc = run_cli("prepare-model", "tiny", env={**os.environ, "SPECACTOR_CACHE": str(tmp_path)})
+    fresh = Path(proc.stdout.strip().splitlines()[-1])
+    assert fresh.parent == models and (fresh / "manifest.json").exists()
+    assert not (models / "tiny-000000000000").exists()
+    assert not (models / "tiny-000000000000.drift0.05").exists()
+    assert all(d.exists() for d in kept)
+    assert "older preparation of tiny" in proc.stderr
