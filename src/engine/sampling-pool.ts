@@ -5,16 +5,11 @@
  * rows are copied once into shared memory and each thread walks a share of the sequences (a walk is
  * sequential within a sequence, independent across them). Results do not depend on the split: each
  * sample is a pure function of (logits row, parameters, seed, position).
- *
- * With fewer sequences than threads (batch 1) and chains to verify (a model drafter's drafts), the
- * threads instead share the rows: every row of a chain is on the walk's path until its first
- * rejection, so each thread samples a share of them ahead and the walk reads the samples. A general
- * trie is walked as before, since most of its rows are never visited.
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { Worker } from "node:worker_threads";
-import { Sampler, type Sample, type SamplingParams } from "../sampling/sampler";
+import { Sampler, type SamplingParams } from "../sampling/sampler";
 import { walkTrie, type Walk } from "./walk";
 
 export interface WalkJob {
@@ -43,24 +38,8 @@ export function runWalkJob(job: WalkJob, logits: Float32Array, vocab: number, sa
   );
 }
 
-/** One row to sample ahead of a walk. */
-export interface RowJob {
-  row: number;
-  position: number;
-  params: SamplingParams;
-  seed: number;
-}
-
-export function sampleRow(job: RowJob, logits: Float32Array, vocab: number, sampler: Sampler): Sample {
-  return sampler.sample(logits.subarray(job.row * vocab, (job.row + 1) * vocab), job.params, job.seed, job.position);
-}
-
-function isChain(job: WalkJob): boolean {
-  return job.parents.every((p, k) => p === k - 1);
-}
-
 interface Pending {
-  resolve: (w: Walk[] | Sample[]) => void;
+  resolve: (w: Walk[]) => void;
   reject: (e: Error) => void;
 }
 
@@ -78,12 +57,12 @@ export class SamplingPool {
     if (!fs.existsSync(script)) return; // running from sources (ts-node): sample on the main thread
     for (let i = 0; i < threads - 1; i++) {
       const w = new Worker(script, { workerData: { vocab, eosIds } });
-      w.on("message", (m: { id: number; walks?: Walk[]; samples?: Sample[]; error?: string }) => {
+      w.on("message", (m: { id: number; walks?: Walk[]; error?: string }) => {
         w.unref(); // an idle worker must not keep the process alive
         const p = this.pending.get(m.id);
         this.pending.delete(m.id);
         if (m.error !== undefined) p?.reject(new Error(`sampling worker: ${m.error}`));
-        else p?.resolve(m.walks ?? m.samples!);
+        else p?.resolve(m.walks!);
       });
       w.on("error", (e) => this.fail(e));
       w.on("exit", (code) => code !== 0 && this.fail(new Error(`sampling worker exited with code ${code}`)));
@@ -98,58 +77,23 @@ export class SamplingPool {
 
   async run(jobs: WalkJob[], logits: Float32Array, rows: number): Promise<Walk[]> {
     if (this.failure) throw this.failure;
-    if (jobs.length < this.threads && jobs.some((j) => j.tokens.length > 0) && jobs.every(isChain)) {
-      return this.runRowsAhead(jobs, logits, rows);
-    }
     const shares = Math.min(this.workers.length + 1, jobs.length);
     if (shares <= 1) return jobs.map((j) => runWalkJob(j, logits, this.vocab, this.sampler, this.eosIds));
-    const shared = this.share(logits, rows);
-    const size = Math.ceil(jobs.length / shares);
-    const remote = this.workers
-      .slice(0, shares - 1)
-      .map((w, k) => this.send<Walk[]>(w, { buffer: shared, jobs: jobs.slice((k + 1) * size, (k + 2) * size) }));
-    const local = jobs.slice(0, size).map((j) => runWalkJob(j, logits, this.vocab, this.sampler, this.eosIds));
-    return local.concat(...(await Promise.all(remote)));
-  }
-
-  /** Samples every row of the chains, spread over the threads, then walks them with those samples. */
-  private async runRowsAhead(jobs: WalkJob[], logits: Float32Array, rows: number): Promise<Walk[]> {
-    const ahead: RowJob[] = [];
-    for (const j of jobs) {
-      for (let node = -1; node < j.tokens.length; node++) {
-        const position = j.rootPosition + (node < 0 ? 0 : j.depths[node]);
-        ahead.push({ row: j.rows[node + 1], position, params: j.params, seed: j.seed });
-      }
-    }
-    const shared = this.share(logits, rows);
-    const size = Math.ceil(ahead.length / this.threads);
-    // the main thread takes the shallowest rows: the walk needs them first and surely
-    const remote = this.workers.map((w, k) => this.send<Sample[]>(w, { buffer: shared, rows: ahead.slice((k + 1) * size, (k + 2) * size) }));
-    const samples = ahead.slice(0, size).map((r) => sampleRow(r, logits, this.vocab, this.sampler));
-    samples.push(...(await Promise.all(remote)).flat());
-    let first = 0;
-    return jobs.map((j) => {
-      const base = first;
-      first += j.tokens.length + 1;
-      return walkTrie({ tokens: j.tokens, parents: j.parents }, (node) => samples[base + node + 1], this.eosIds, j.maxEmit);
-    });
-  }
-
-  /** The step's logits rows in memory the workers can read. */
-  private share(logits: Float32Array, rows: number): SharedArrayBuffer {
     const n = rows * this.vocab;
     if (this.shared.length < n) this.shared = new Float32Array(new SharedArrayBuffer(4 * n));
     this.shared.set(logits.subarray(0, n));
-    return this.shared.buffer as SharedArrayBuffer;
-  }
-
-  private send<T extends Walk[] | Sample[]>(w: Worker, message: { buffer: SharedArrayBuffer; jobs?: WalkJob[]; rows?: RowJob[] }): Promise<T> {
-    const id = this.nextId++;
-    return new Promise<T>((resolve, reject) => {
-      this.pending.set(id, { resolve: resolve as (r: Walk[] | Sample[]) => void, reject });
-      w.ref();
-      w.postMessage({ id, ...message });
+    const size = Math.ceil(jobs.length / shares);
+    const remote = this.workers.slice(0, shares - 1).map((w, k) => {
+      const id = this.nextId++;
+      const chunk = jobs.slice((k + 1) * size, (k + 2) * size);
+      return new Promise<Walk[]>((resolve, reject) => {
+        this.pending.set(id, { resolve, reject });
+        w.ref();
+        w.postMessage({ id, buffer: this.shared.buffer, jobs: chunk });
+      });
     });
+    const local = jobs.slice(0, size).map((j) => runWalkJob(j, logits, this.vocab, this.sampler, this.eosIds));
+    return local.concat(...(await Promise.all(remote)));
   }
 
   async close(): Promise<void> {
