@@ -43,7 +43,7 @@ def test_fused_graph_matches_the_exported_graph(tiny_dir):
     meta = json.loads((tiny_dir / "onnx" / "model.json").read_text())
     model = AutoModelForCausalLM.from_pretrained(tiny_dir / "hf", dtype=torch.float32).eval()
     fused = build_fused_graph(model)
-    assert len(fused.graph.node) < 32 * meta["num_layers"] + 16
+    assert len(fused.graph.node) <= 32 * meta["num_layers"] + 9  # 43 per layer in the exported graph
     exported = session(str(tiny_dir / "onnx" / "model.onnx"))
     feeds = trie_step(meta, np.random.default_rng(0))
     want = exported.run(None, feeds)

@@ -1,10 +1,11 @@
 """The trie graph written node by node for onnxruntime's CPU kernels: the form of the 8-bit drafter.
 
 Same inputs, outputs and math as ``onnx_graph.TrieLlama`` (read that docstring first), so the
-engine runs either. The difference is the node count. At batch 1 a drafter step is half weight
-streaming and half per-node overhead, and the exported graph spends about 43 nodes per layer on
-shape arithmetic around its matmuls. Here a layer is about 30 nodes, using onnxruntime's fused
-contrib ops where the exporter cannot emit them:
+engine runs either. The difference is the node count. At batch 1 about 60% of a drafter step streams
+the weights and most of the rest is per-node overhead, and the exported graph spends 43 nodes per
+layer (after onnxruntime's fusions) largely on shape arithmetic around its matmuls. Here a layer is
+32 nodes (31 after the fusions), using onnxruntime's fused contrib ops where the exporter cannot
+emit them:
 
 - ``SkipSimplifiedLayerNormalization``: the residual add and the RMS norm of the next block, one node;
 - one q/k/v projection with the attention scale ``D**-0.5`` folded into the q columns (1/8 for
