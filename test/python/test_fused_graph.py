@@ -47,9 +47,10 @@ def test_fused_graph_matches_the_exported_graph(tiny_dir):
     exported = session(str(tiny_dir / "onnx" / "model.onnx"))
     feeds = trie_step(meta, np.random.default_rng(0))
     want = exported.run(None, feeds)
-    got = session(fused.SerializeToString()).run(None, feeds)
+    fused_session = session(fused.SerializeToString())
+    got = fused_session.run(None, feeds)
     names = [o.name for o in exported.get_outputs()]
-    assert [o.name for o in session(fused.SerializeToString()).get_outputs()] == names
+    assert [o.name for o in fused_session.get_outputs()] == names
     for name, w, g in zip(names, want, got):
         assert g.shape == w.shape, name
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4 * float(np.abs(w).max()), err_msg=name)

@@ -58,6 +58,20 @@ def build_fused_graph(hf_model):
     def ints(name: str, values: list[int]) -> str:
         return init(name, np.array(values, np.int64))
 
+    def norm(name: str, param) -> str:
+        return init(name, param.detach().float().numpy())
+
+    def skip_norm(block: str, residual: str, weight_name: str, x: str, h_out: str = "") -> str:
+        """x = RMSNorm(block + residual); the sum is written to ``h_out`` (the next residual)."""
+        outputs = [x, "", "", h_out] if h_out else [x]
+        return node(
+            "SkipSimplifiedLayerNormalization",
+            [block, residual, weight_name],
+            outputs,
+            contrib=True,
+            epsilon=eps,
+        )
+
     positions = np.arange(cfg.max_position_embeddings, dtype=np.float32)[:, None]
     freqs = positions * ref.inv_freq.numpy()[None, :]
     init("cos_cache", np.cos(freqs))
@@ -80,18 +94,11 @@ def build_fused_graph(hf_model):
     block_out = None  # the last block's output, added to h by the next norm
     for i, layer in enumerate(inner.layers):
         attn, mlp = layer.self_attn, layer.mlp
-        norm_w = init(f"input_norm.{i}", layer.input_layernorm.weight.detach().float().numpy())
+        norm_w = norm(f"input_norm.{i}", layer.input_layernorm.weight)
         if block_out is None:
             x = node("SimplifiedLayerNormalization", [h, norm_w], [f"x.{i}"], axis=-1, epsilon=eps)
         else:
-            x = node(
-                "SkipSimplifiedLayerNormalization",
-                [block_out, h, norm_w],
-                [f"x.{i}", "", "", f"h.{i}"],
-                contrib=True,
-                epsilon=eps,
-            )
-            h = f"h.{i}"
+            x, h = skip_norm(block_out, h, norm_w, f"x.{i}", f"h.{i}"), f"h.{i}"
         qkv_w = np.concatenate(
             [weight(attn.q_proj, D**-0.5), weight(attn.k_proj), weight(attn.v_proj)], axis=1
         )
@@ -124,23 +131,15 @@ def build_fused_graph(hf_model):
         node("Transpose", [f"o5.{i}"], [f"o5t.{i}"], perm=[0, 4, 1, 3, 2])  # [B, N, KV, G, D]
         o = node("Reshape", [f"o5t.{i}", "shape_bnh"], [f"o.{i}"])
         attn_out = node("MatMul", [o, init(f"o_w.{i}", weight(attn.o_proj))], [f"attn.{i}"])
-        post_w = init(f"post_norm.{i}", layer.post_attention_layernorm.weight.detach().float().numpy())
-        x = node(
-            "SkipSimplifiedLayerNormalization",
-            [attn_out, h, post_w],
-            [f"x2.{i}", "", "", f"h2.{i}"],
-            contrib=True,
-            epsilon=eps,
-        )
-        h = f"h2.{i}"
+        post_w = norm(f"post_norm.{i}", layer.post_attention_layernorm.weight)
+        x, h = skip_norm(attn_out, h, post_w, f"x2.{i}", f"h2.{i}"), f"h2.{i}"
         gate = node("MatMul", [x, init(f"gate_w.{i}", weight(mlp.gate_proj))], [f"gate.{i}"])
         up = node("MatMul", [x, init(f"up_w.{i}", weight(mlp.up_proj))], [f"up.{i}"])
         node("Sigmoid", [gate], [f"sig.{i}"])  # silu(g) = g * sigmoid(g): one fused node after optimisation
         node("Mul", [gate, f"sig.{i}"], [f"silu.{i}"])
         node("Mul", [f"silu.{i}", up], [f"gated.{i}"])
         block_out = node("MatMul", [f"gated.{i}", init(f"down_w.{i}", weight(mlp.down_proj))], [f"mlp.{i}"])
-    final_w = init("final_norm", inner.norm.weight.detach().float().numpy())
-    node("SkipSimplifiedLayerNormalization", [block_out, h, final_w], ["h_final"], contrib=True, epsilon=eps)
+    skip_norm(block_out, h, norm("final_norm", inner.norm.weight), "h_final")
     node("Reshape", ["h_final", ints("shape_rows", [-1, hidden])], ["h_rows"])
     node("Gather", ["h_rows", "logits_index"], ["rows"], axis=0)
     node("MatMul", ["rows", init("head_w", weight(hf_model.lm_head))], ["logits"])
