@@ -19,7 +19,7 @@ import { loadPromptIds } from "./prompt-input";
 const OPTIONS: OptSpec[] = [
   { name: "model", type: "string", default: "smollm2", metavar: "smollm2|tiny|DIR", help: "model name or prepared directory" },
   { name: "prompts", type: "string", default: "gsm8k:32", metavar: "FILE|gsm8k:N", help: "prompts (JSONL or the built-in set)" },
-  { name: "modes", type: "string", default: "plain,ngram,suffix,model", metavar: "LIST", help: "plain and the drafters to run as vanilla speculation; model:NAME runs the model drafter NAME (q8, layers8)" },
+  { name: "modes", type: "string", default: "plain,ngram,suffix,model", metavar: "LIST", help: "plain, the drafters to run as vanilla speculation, and decoupled (the model drafter running ahead on a core of its own); model:NAME and decoupled:NAME run the drafter model NAME (q8, layers8)" },
   { name: "n", type: "int", default: 4, help: "samples per prompt" },
   { name: "max-tokens", type: "int", default: 256, help: "maximum generated tokens per sample" },
   { name: "temperature", type: "number", default: 1, help: "sampling temperature" },
@@ -32,6 +32,7 @@ const OPTIONS: OptSpec[] = [
   { name: "epochs", type: "int", default: 2, help: "epochs per mode" },
   { name: "drift", type: "number", default: 0.01, metavar: "SCALE", help: "relative weight perturbation per epoch" },
   { name: "threads", type: "int", help: "onnxruntime threads (default: all cores)" },
+  { name: "drafter-threads", type: "int", default: 1, help: "decoupled: the drafter's threads, taken from --threads" },
   { name: "json", type: "string", metavar: "FILE", help: "write every mode's summary and the comparison as JSON" },
   { name: "quiet", type: "flag", help: "no progress bars" },
 ];
@@ -76,13 +77,14 @@ export async function compareCommand(argv: string[]): Promise<void> {
   const modes = (a.modes as string).split(",").map((m) => m.trim());
   for (const m of modes) {
     const { drafter, drafterModel } = parseMode(m);
-    if (m !== "plain" && !(DRAFTERS as readonly string[]).includes(drafter)) throw new UsageError(`unknown mode '${m}' (plain, ${DRAFTERS.join(", ")}, model:NAME)`);
+    if (m !== "plain" && !(DRAFTERS as readonly string[]).includes(drafter)) throw new UsageError(`unknown mode '${m}' (plain, ${DRAFTERS.join(", ")}, model:NAME, decoupled, decoupled:NAME)`);
     if (drafterModel !== undefined && drafter !== "model") throw new UsageError(`mode '${m}': only the model drafter takes a name`);
   }
   if (modes[0] !== "plain") modes.unshift("plain");
   const params = validateParams({ temperature: a.temperature as number, topP: a["top-p"] as number, topK: a["top-k"] as number });
   const seed = (a.seed as number | undefined) ?? freshSeed();
   const draftCost = usage(() => parseDraftCost(a["draft-cost"] as string));
+  if ((a["drafter-threads"] as number) < 1) throw new UsageError(`--drafter-threads must be >= 1, got ${a["drafter-threads"]}`);
   const prompts = readPrompts(a.prompts as string); // bad input fails before any model work
   const modelDir = await resolveModel(a.model as string);
   for (const m of modes) {
@@ -104,6 +106,7 @@ export async function compareCommand(argv: string[]): Promise<void> {
     draftLen: a["draft-len"] as number,
     draftCost,
     threads: a.threads as number | undefined,
+    drafterThreads: a["drafter-threads"] as number,
   };
   const out = (s: string) => process.stdout.write(s + "\n");
   out(
@@ -112,8 +115,13 @@ export async function compareCommand(argv: string[]): Promise<void> {
   );
   const runs: { mode: string; records: SampleRecord[]; summary: RolloutSummary }[] = [];
   for (const mode of modes) {
-    const { drafter, drafterModel } = parseMode(mode);
-    const plan: RolloutPlan = { ...base, mode: mode === "plain" ? "plain" : "vanilla", drafter: mode === "plain" ? undefined : (drafter as DrafterName), drafterModel };
+    const { drafter, drafterModel, decoupled } = parseMode(mode);
+    const plan: RolloutPlan = {
+      ...base,
+      mode: mode === "plain" ? "plain" : decoupled ? "decoupled" : "vanilla",
+      drafter: mode === "plain" ? undefined : (drafter as DrafterName),
+      drafterModel,
+    };
     const progress = new Progress(mode, promptIds.length * base.n * base.epochs, !a.quiet);
     const r = await runRollout(plan, { onTokens: (k) => progress.addTokens(k), onSample: () => progress.complete() });
     progress.finish();
@@ -151,9 +159,10 @@ export async function compareCommand(argv: string[]): Promise<void> {
 }
 
 /** A mode: `plain`, a drafter, or `model:NAME` (the model drafter NAME of the model). */
-function parseMode(mode: string): { drafter: string; drafterModel?: string } {
-  const [drafter, drafterModel] = mode.split(":");
-  return { drafter, drafterModel };
+/** `plain`, a drafter name (vanilla), or `decoupled` (the model drafter, decoupled); `:NAME` picks the drafter model. */
+function parseMode(mode: string): { drafter: string; drafterModel?: string; decoupled: boolean } {
+  const [name, drafterModel] = mode.split(":");
+  return name === "decoupled" ? { drafter: "model", drafterModel, decoupled: true } : { drafter: name, drafterModel, decoupled: false };
 }
 
 function round(x: number): number {

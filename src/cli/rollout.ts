@@ -2,7 +2,7 @@
 import * as fs from "node:fs";
 import { drafterDir, resolveModel } from "../models/registry";
 import { readPrompts } from "../rollout/prompts";
-import { DRAFTERS, type DrafterName, parseDraftCost, runRollout, type RolloutSummary, type EpochSummary } from "../rollout/run";
+import { DRAFTERS, type DrafterName, MODES, type Mode, parseDraftCost, runRollout, type RolloutSummary, type EpochSummary } from "../rollout/run";
 import { validateParams } from "../sampling/sampler";
 import { freshSeed } from "../sampling/seeds";
 import { PythonTokenizer } from "../tokenizer/python-tokenizer";
@@ -21,9 +21,9 @@ const OPTIONS: OptSpec[] = [
   { name: "repetition-penalty", type: "number", default: 1, help: "only 1 (off) is supported" },
   { name: "seed", type: "int", metavar: "S", help: "rollout seed (sample i of prompt j uses deriveSeed(S, j, i)); fresh if omitted" },
   { name: "max-batch", type: "int", default: 16, help: "most sequences in one engine step" },
-  { name: "mode", type: "string", default: "plain", metavar: "plain|vanilla", help: "plain decoding, or vanilla speculation (one drafter, fixed draft length)" },
-  { name: "drafter", type: "string", metavar: DRAFTERS.join("|"), help: "the drafter of --mode vanilla" },
-  { name: "draft-len", type: "int", default: 4, metavar: "K", help: "draft depth per verify step (vanilla)" },
+  { name: "mode", type: "string", default: "plain", metavar: MODES.join("|"), help: "plain decoding; vanilla speculation (one drafter, fixed draft length, drafter and verifier take turns); decoupled (the model drafter runs ahead on cores of its own)" },
+  { name: "drafter", type: "string", metavar: DRAFTERS.join("|"), help: "the drafter of --mode vanilla (decoupled: model)" },
+  { name: "draft-len", type: "int", default: 4, metavar: "K", help: "draft depth per verify step" },
   { name: "drafter-model", type: "string", metavar: "NAME|DIR", help: "for --drafter model: a drafter of the model by name (q8: its 8-bit copy, layers8: its first 8 layers) or a prepared directory (default: the first, q8)" },
   { name: "draft-cost", type: "string", default: "auto", metavar: "auto|off|X", help: "model drafter: draft a token only while its estimated chance of acceptance beats its cost; auto times the drafter against the verifier, X fixes the ratio of their step costs, off drafts while the drafter is confident" },
   { name: "epochs", type: "int", default: 1, metavar: "E", help: "rerun the prompts E times with per-epoch seeds, as RL does" },
@@ -31,6 +31,7 @@ const OPTIONS: OptSpec[] = [
   { name: "out", type: "string", required: true, metavar: "OUT.jsonl", help: "one line per sample, written atomically at the end" },
   { name: "summary-json", type: "string", metavar: "FILE", help: "also write the summary as JSON" },
   { name: "threads", type: "int", help: "onnxruntime intra-op threads (default: all cores)" },
+  { name: "drafter-threads", type: "int", default: 1, help: "decoupled: the drafter's threads, taken from --threads" },
   { name: "decode", type: "flag", help: "decode outputs to text for prompt_ids input too (starts Python)" },
   { name: "quiet", type: "flag", help: "no progress bar" },
 ];
@@ -49,11 +50,13 @@ export async function rolloutCommand(argv: string[]): Promise<void> {
   }
   const a = parseArgs(argv, OPTIONS);
   const mode = a.mode as string;
-  if (mode !== "plain" && mode !== "vanilla") throw new UsageError(`--mode ${mode} is not supported (supported: plain, vanilla)`);
-  const drafter = a.drafter as string | undefined;
+  if (!(MODES as readonly string[]).includes(mode)) throw new UsageError(`--mode ${mode} is not supported (supported: ${MODES.join(", ")})`);
+  const drafter = (a.drafter as string | undefined) ?? (mode === "decoupled" ? "model" : undefined);
   if (mode === "vanilla" && !drafter) throw new UsageError(`--mode vanilla needs --drafter (${DRAFTERS.join(", ")})`);
   if (drafter !== undefined && !(DRAFTERS as readonly string[]).includes(drafter)) throw new UsageError(`unknown drafter '${drafter}' (known: ${DRAFTERS.join(", ")})`);
-  if (mode === "plain" && drafter) throw new UsageError("--drafter needs --mode vanilla");
+  if (mode === "plain" && drafter) throw new UsageError("--drafter needs --mode vanilla or decoupled");
+  if (mode === "decoupled" && drafter !== "model") throw new UsageError(`--mode decoupled runs the model drafter, not '${drafter}'`);
+  if ((a["drafter-threads"] as number) < 1) throw new UsageError(`--drafter-threads must be >= 1, got ${a["drafter-threads"]}`);
   if ((a["draft-len"] as number) < 1) throw new UsageError(`--draft-len must be >= 1, got ${a["draft-len"]}`);
   if ((a.epochs as number) < 1) throw new UsageError(`--epochs must be >= 1, got ${a.epochs}`);
   if ((a.drift as number) < 0) throw new UsageError(`--drift must be >= 0, got ${a.drift}`);
@@ -82,7 +85,7 @@ export async function rolloutCommand(argv: string[]): Promise<void> {
     tokenizer = loaded.tokenizer;
     const promptIds = loaded.promptIds;
     const epochs = a.epochs as number;
-    const progress = new Progress(mode === "plain" ? "rollout" : `vanilla/${drafter}`, promptIds.length * n * epochs, !a.quiet);
+    const progress = new Progress(mode === "plain" ? "rollout" : `${mode}/${drafter}`, promptIds.length * n * epochs, !a.quiet);
     const { records, summary } = await runRollout(
       {
         modelDir,
@@ -94,12 +97,13 @@ export async function rolloutCommand(argv: string[]): Promise<void> {
         maxBatch,
         epochs,
         drift: a.drift as number,
-        mode,
+        mode: mode as Mode,
         drafter: drafter as DrafterName | undefined,
         draftLen: a["draft-len"] as number,
         drafterModel,
         draftCost,
         threads: a.threads as number | undefined,
+        drafterThreads: a["drafter-threads"] as number,
       },
       { onTokens: (k) => progress.addTokens(k), onSample: () => progress.complete() },
     );

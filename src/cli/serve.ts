@@ -13,7 +13,7 @@ import { projectRoot, pythonBin } from "../paths";
 import { ModelDrafter } from "../drafters/model";
 import { drafterDir, resolveModel } from "../models/registry";
 import { RolloutCore } from "../rollout/core";
-import { DRAFTERS, type DrafterName, makeDrafter, modelDrafterOptions, parseDraftCost } from "../rollout/run";
+import { DRAFTERS, type DrafterName, MODES, makeDrafter, modelDrafterOptions, parseDraftCost, threadSplit } from "../rollout/run";
 import { PROTOCOL_VERSION } from "../bridge/wire";
 import { RolloutService } from "../server/service";
 import { ZmqServer } from "../server/zmq-server";
@@ -24,12 +24,13 @@ const OPTIONS: OptSpec[] = [
   { name: "address", type: "string", default: "tcp://127.0.0.1:5555", metavar: "ADDR", help: "ZeroMQ endpoint to bind (loopback unless you say otherwise; tcp://127.0.0.1:* picks a port)" },
   { name: "config", type: "string", metavar: "FILE.json", help: "options as a JSON object keyed by option name; flags override it" },
   { name: "max-batch", type: "int", default: 64, help: "most sequences in one engine step" },
-  { name: "mode", type: "string", default: "plain", metavar: "plain|vanilla", help: "plain decoding, or vanilla speculation with --drafter" },
-  { name: "drafter", type: "string", metavar: DRAFTERS.join("|"), help: "the drafter of --mode vanilla" },
-  { name: "draft-len", type: "int", default: 4, metavar: "K", help: "draft depth per verify step (vanilla)" },
+  { name: "mode", type: "string", default: "plain", metavar: MODES.join("|"), help: "plain decoding; vanilla speculation with --drafter (drafter and verifier take turns); decoupled (the model drafter runs ahead on its own threads or --drafter-workers)" },
+  { name: "drafter", type: "string", metavar: DRAFTERS.join("|"), help: "the drafter of --mode vanilla (decoupled: model)" },
+  { name: "draft-len", type: "int", default: 4, metavar: "K", help: "draft depth per verify step" },
   { name: "drafter-model", type: "string", metavar: "NAME|DIR", help: "for --drafter model: a drafter of the model by name (q8, layers8) or a prepared directory (default: the first; drafter workers need one with hf/, layers8)" },
   { name: "draft-cost", type: "string", default: "auto", metavar: "auto|off|X", help: "model drafter: draft a token only while its estimated chance of acceptance beats its cost; auto times the drafter against the verifier, X fixes the ratio of their step costs, off drafts while the drafter is confident" },
   { name: "threads", type: "int", help: "onnxruntime (or torch worker) threads (default: all cores)" },
+  { name: "drafter-threads", type: "int", default: 1, help: "decoupled with the ONNX drafter: its threads, taken from --threads" },
   { name: "engine", type: "string", default: "onnx", metavar: "onnx|workers", help: "in-process ONNX engine, or Python torch engine workers (PROTOCOL.md section 5)" },
   { name: "workers", type: "int", default: 0, metavar: "N", help: "with --engine workers: start N local workers (python -m specactor.worker)" },
   { name: "min-workers", type: "int", metavar: "N", help: "with --engine workers: registered workers needed before ready (default: --workers, at least 1; 0: ready at once, requests fail until one registers)" },
@@ -86,11 +87,13 @@ export async function serveCommand(argv: string[]): Promise<void> {
   }
   const a = withConfig(argv);
   const mode = a.mode as string;
-  const drafterName = a.drafter as string | undefined;
-  if (mode !== "plain" && mode !== "vanilla") throw new UsageError(`--mode ${mode} is not supported (supported: plain, vanilla)`);
+  const drafterName = (a.drafter as string | undefined) ?? (mode === "decoupled" ? "model" : undefined);
+  if (!(MODES as readonly string[]).includes(mode)) throw new UsageError(`--mode ${mode} is not supported (supported: ${MODES.join(", ")})`);
   if (mode === "vanilla" && !drafterName) throw new UsageError(`--mode vanilla needs --drafter (${DRAFTERS.join(", ")})`);
   if (drafterName !== undefined && !(DRAFTERS as readonly string[]).includes(drafterName)) throw new UsageError(`unknown drafter '${drafterName}' (known: ${DRAFTERS.join(", ")})`);
-  if (mode === "plain" && drafterName) throw new UsageError("--drafter needs --mode vanilla");
+  if (mode === "plain" && drafterName) throw new UsageError("--drafter needs --mode vanilla or decoupled");
+  if (mode === "decoupled" && drafterName !== "model") throw new UsageError(`--mode decoupled runs the model drafter, not '${drafterName}'`);
+  if ((a["drafter-threads"] as number) < 1) throw new UsageError(`--drafter-threads must be >= 1, got ${a["drafter-threads"]}`);
   for (const k of ["max-batch", "draft-len", "max-message-bytes", "max-client-backlog"]) {
     if ((a[k] as number) < 1) throw new UsageError(`--${k} must be >= 1, got ${a[k]}`);
   }
@@ -107,7 +110,7 @@ export async function serveCommand(argv: string[]): Promise<void> {
   const draftCost = usage(() => parseDraftCost(a["draft-cost"] as string));
   const drafterWorkers = a["drafter-workers"] as number;
   if (drafterWorkers < 0) throw new UsageError(`--drafter-workers must be >= 0, got ${drafterWorkers}`);
-  if (drafterWorkers > 0 && drafterName !== "model") throw new UsageError("--drafter-workers needs --mode vanilla --drafter model");
+  if (drafterWorkers > 0 && drafterName !== "model") throw new UsageError("--drafter-workers needs --mode vanilla --drafter model or --mode decoupled");
   const minWorkers = (a["min-workers"] as number | undefined) ?? Math.max(1, a.workers as number);
   if (minWorkers < 0) throw new UsageError(`--min-workers must be >= 0, got ${minWorkers}`);
   const modelDir = await resolveModel(a.model as string);
@@ -149,18 +152,23 @@ export async function serveCommand(argv: string[]): Promise<void> {
     return pool;
   };
 
+  const decoupled = mode === "decoupled";
+  // decoupled with the in-process drafter: the drafter's threads come out of the verifier's
+  const split = decoupled && drafterWorkers === 0 ? threadSplit(threads, a["drafter-threads"] as number) : undefined;
   let engine: Engine;
   if (engineKind === "onnx") {
     // on a thread of its own: a long step must not stop the server from reading its sockets
-    engine = await ThreadedEngine.load(modelDir, { threads });
+    engine = await ThreadedEngine.load(modelDir, { threads: split?.verifier ?? threads });
   } else {
     engine = await startPool("verifier", a["worker-address"] as string, modelDir, a.workers as number, minWorkers);
   }
   let drafter: Drafter | undefined;
   if (drafterWorkers > 0) {
-    drafter = new ModelDrafter(await startPool("drafter", a["drafter-worker-address"] as string, drafterModelDir!, drafterWorkers, drafterWorkers), modelDrafterOptions(draftCost));
-  } else if (mode === "vanilla") {
-    drafter = await makeDrafter(drafterName as DrafterName, modelDir, { drafterModel: drafterModelDir, draftCost, threads, threaded: true });
+    const pool = await startPool("drafter", a["drafter-worker-address"] as string, drafterModelDir!, drafterWorkers, drafterWorkers);
+    drafter = new ModelDrafter(pool, { ...modelDrafterOptions(draftCost), decoupled });
+  } else if (mode !== "plain") {
+    const opts = { drafterModel: drafterModelDir, draftCost, threads: split?.drafter ?? threads, threaded: true, decoupled };
+    drafter = await makeDrafter(drafterName as DrafterName, modelDir, opts);
   }
   const core = new RolloutCore(engine, a["max-batch"] as number, drafter ? { drafter, draftLen: a["draft-len"] as number } : undefined);
   const server = new ZmqServer({

@@ -25,7 +25,13 @@ import type { SamplingParams } from "../sampling/sampler";
 import { deriveSeed } from "../sampling/seeds";
 import { type CoreStats, type FinishReason, RolloutCore } from "./core";
 
-export type Mode = "plain" | "vanilla";
+/**
+ * plain: no drafts. vanilla: one drafter and the verifier take turns on every core (coupled).
+ * decoupled: the model drafter runs ahead on cores of its own (`drafterThreads`, default 1) while the
+ * verifier runs on the rest, and each verify step takes whatever the drafter has ready.
+ */
+export type Mode = "plain" | "vanilla" | "decoupled";
+export const MODES = ["plain", "vanilla", "decoupled"] as const;
 export const DRAFTERS = ["ngram", "suffix", "model"] as const;
 export type DrafterName = (typeof DRAFTERS)[number];
 
@@ -48,6 +54,8 @@ export interface RolloutPlan {
   /** The model drafter's cost model (default "auto"). */
   draftCost?: DraftCost;
   threads?: number;
+  /** decoupled mode: the drafter engine's threads (default 1); the verifier gets the remaining cores. */
+  drafterThreads?: number;
 }
 
 /**
@@ -152,6 +160,8 @@ function drafterSummary(name: DrafterName, draftLen: number, s: NonNullable<Core
 /** Runs every epoch; returns the records (epoch-major, then prompt, then sample) and the summary. */
 export async function runRollout(plan: RolloutPlan, hooks: RolloutHooks = {}) {
   if (plan.mode === "vanilla" && !plan.drafter) throw new Error("vanilla mode needs a drafter");
+  if (plan.mode === "decoupled" && plan.drafter !== "model") throw new Error("decoupled mode needs the model drafter");
+  const split = plan.mode === "decoupled" ? threadSplit(plan.threads, plan.drafterThreads) : undefined;
   const history = plan.drafter === "suffix" ? new SuffixDrafter() : undefined;
   const records: SampleRecord[] = [];
   const epochs: EpochSummary[] = [];
@@ -160,10 +170,12 @@ export async function runRollout(plan: RolloutPlan, hooks: RolloutHooks = {}) {
   for (let e = 0; e < plan.epochs; e++) {
     const modelDir = await driftedModel(plan.modelDir, plan.drift, e);
     modelDirs.push(modelDir);
-    const engine = await OnnxEngine.load(modelDir, { threads: plan.threads });
+    // decoupled: the verifier steps off the main thread, so the drafter's loop runs while it verifies
+    const engine = split ? await ThreadedEngine.load(modelDir, { threads: split.verifier }) : await OnnxEngine.load(modelDir, { threads: plan.threads });
     engineName = engine.info.name;
     let drafter: Drafter | undefined;
     if (plan.mode === "vanilla") drafter = history ?? (await makeDrafter(plan.drafter, modelDir, plan));
+    if (split) drafter = await makeDrafter("model", modelDir, { ...plan, threads: split.drafter, threaded: true, decoupled: true });
     try {
       const { records: recs, summary } = await runEpoch(engine, plan, e, drafter, hooks);
       records.push(...recs);
@@ -184,7 +196,15 @@ export async function runRollout(plan: RolloutPlan, hooks: RolloutHooks = {}) {
 export async function makeDrafter(
   name: DrafterName | undefined,
   modelDir: string,
-  opts: { drafterModel?: string; draftCost?: DraftCost; threads?: number; /** the drafter engine on its own thread (a server) */ threaded?: boolean } = {},
+  opts: {
+    drafterModel?: string;
+    draftCost?: DraftCost;
+    threads?: number;
+    /** the drafter engine on its own thread (a server, decoupled mode) */
+    threaded?: boolean;
+    /** draft ahead while the verifier runs (needs `threaded`) */
+    decoupled?: boolean;
+  } = {},
 ): Promise<Drafter> {
   switch (name) {
     case "ngram":
@@ -194,11 +214,19 @@ export async function makeDrafter(
     case "model": {
       const dir = drafterDir(modelDir, opts.drafterModel);
       const load = opts.threaded ? ThreadedEngine.load : OnnxEngine.load;
-      return new ModelDrafter(await load(dir, { threads: opts.threads }), modelDrafterOptions(opts.draftCost));
+      return new ModelDrafter(await load(dir, { threads: opts.threads }), { ...modelDrafterOptions(opts.draftCost), decoupled: opts.decoupled ?? false });
     }
     default:
       throw new Error(`unknown drafter '${name}'`);
   }
+}
+
+/** Decoupled mode's cores: the drafter's (default 1) and the verifier's (the rest of `threads`, default all cores, at least 1). */
+export function threadSplit(threads: number | undefined, drafterThreads: number | undefined): { verifier: number; drafter: number } {
+  const total = threads ?? os.cpus().length;
+  const drafter = drafterThreads ?? 1;
+  if (!Number.isInteger(drafter) || drafter < 1) throw new Error(`drafter threads must be an integer >= 1, got ${drafterThreads}`);
+  return { verifier: Math.max(1, total - drafter), drafter };
 }
 
 async function runEpoch(engine: Engine, plan: RolloutPlan, epoch: number, drafter: Drafter | undefined, hooks: RolloutHooks) {

@@ -149,13 +149,13 @@ def test_compare_runs_named_model_drafters_side_by_side(tiny_dir, tmp_path):
         "--seed",
         "3",
         "--modes",
-        "plain,ngram,model:q8",
+        "plain,ngram,model:q8,decoupled",
         "--json",
         str(out),
         "--quiet",
     )
     rows = json.loads(out.read_text())["comparison"]
-    assert [r["mode"] for r in rows] == ["plain", "ngram", "model:q8"]
+    assert [r["mode"] for r in rows] == ["plain", "ngram", "model:q8", "decoupled"]
     for r in rows:
         assert r["exact_samples"] == r["samples"] == 6 and r["divergences"] == 0
         assert r["tokens_per_s"] > 0 and r["speedup"] > 0
@@ -166,3 +166,32 @@ def test_compare_runs_named_model_drafters_side_by_side(tiny_dir, tmp_path):
     ):
         proc = run_cli(*common, "--modes", modes, check=False)
         assert proc.returncode != 0 and match in proc.stderr, proc.stderr
+
+
+def test_decoupled_rollout_equals_plain_and_rejects_other_drafters(tiny_dir, tmp_path):
+    params = ("--temperature", "1", "--top-p", "1", "--top-k", "-1", "--threads", "2")
+    plain, _ = rollout(tiny_dir, tmp_path, "plain", *params)
+    spec, summary = rollout(tiny_dir, tmp_path, "decoupled", *params, "--mode", "decoupled")
+    assert [r["token_ids"] for r in spec] == [r["token_ids"] for r in plain]
+    assert summary["mode"] == "decoupled"
+    d = summary["drafter"]
+    # tiny's drafter is as slow as tiny itself, so it seldom gets ahead here (see speculation.test.ts)
+    assert d["name"] == "model" and d["errors"] == 0
+    src = write_jsonl(tmp_path / "p.jsonl", PROMPTS)
+    for args, match in (
+        (("--mode", "decoupled", "--drafter", "ngram"), "runs the model drafter"),
+        (("--mode", "decoupled", "--drafter-threads", "0"), "--drafter-threads must be >= 1"),
+        (("--mode", "fast"), "supported: plain, vanilla, decoupled"),
+    ):
+        proc = run_cli(
+            "rollout",
+            "--model",
+            str(tiny_dir),
+            "--prompts",
+            str(src),
+            "--out",
+            str(tmp_path / "x.jsonl"),
+            *args,
+            check=False,
+        )
+        assert proc.returncode == 2 and match in proc.stderr, proc.stderr

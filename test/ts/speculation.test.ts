@@ -11,6 +11,7 @@ import { ModelDrafter } from "../../src/drafters/model";
 import type { SamplingParams } from "../../src/sampling/sampler";
 import { deriveSeed } from "../../src/sampling/seeds";
 import { makeDrafter } from "../../src/rollout/run";
+import { ThreadedEngine } from "../../src/engine/threaded-engine";
 import { tinyDir } from "./helpers";
 
 let engine: OnnxEngine;
@@ -255,6 +256,99 @@ test("the default model drafter, tiny's 8-bit copy, is exact and mostly accepted
     assert.ok(d.acceptedTokens >= 0.8 * d.proposedTokens, `${label}: ${d.acceptedTokens} of ${d.proposedTokens}`);
   }
   await drafter.close?.();
+});
+
+/** Passes steps through and fails the ones numbered in `failing`; tracks the sequences it holds. */
+class FlakyEngine implements Engine {
+  readonly live = new Set<number>();
+  private steps = 0;
+  constructor(private readonly inner: Engine, private readonly failing: Set<number>) {}
+  get info() {
+    return this.inner.info;
+  }
+  async step(batch: SeqStep[]) {
+    if (this.failing.has(++this.steps)) throw new Error(`step ${this.steps} failed`);
+    for (const s of batch) this.live.add(s.seqId);
+    return this.inner.step(batch);
+  }
+  cachedLength(id: number) {
+    return this.inner.cachedLength(id);
+  }
+  truncate(id: number, length: number) {
+    this.inner.truncate(id, length);
+  }
+  release(id: number) {
+    this.live.delete(id);
+    this.inner.release(id);
+  }
+  close() {
+    return this.inner.close();
+  }
+}
+
+/** A verifier slower than its drafter, as a real policy is: each step takes `ms` longer. */
+class SlowEngine implements Engine {
+  constructor(private readonly inner: Engine, private readonly ms: number) {}
+  get info() {
+    return this.inner.info;
+  }
+  async step(batch: SeqStep[]) {
+    const results = await this.inner.step(batch);
+    await new Promise((resolve) => setTimeout(resolve, this.ms));
+    return results;
+  }
+  cachedLength(id: number) {
+    return this.inner.cachedLength(id);
+  }
+  truncate(id: number, length: number) {
+    this.inner.truncate(id, length);
+  }
+  release(id: number) {
+    this.inner.release(id);
+  }
+  close() {
+    return this.inner.close();
+  }
+}
+
+test("decoupled: the model drafter running ahead on its own thread is exact at every temperature, and the policy as its own drafter is accepted whole", async () => {
+  // both engines off the main thread, as in a decoupled rollout: drafting and verifying overlap;
+  // tiny's drafter costs what it verifies, so the verifier is slowed to let the drafter get ahead
+  const verifier = new SlowEngine(await ThreadedEngine.load(tinyDir(), { threads: 1 }), 4);
+  const drafter = await makeDrafter("model", tinyDir(), { drafterModel: tinyDir(), threaded: true, threads: 1, decoupled: true, draftCost: "off" });
+  try {
+    for (const [label, params] of PARAMS) {
+      const reqs = requests(params, 40, 2);
+      const plain = await rollout(reqs);
+      const core = new RolloutCore(verifier, 5, { drafter, draftLen: 4 });
+      const results = await Promise.all(reqs.map((r) => core.submit(r)));
+      results.forEach((r, i) => assert.deepEqual(r.tokenIds, plain.results[i].tokenIds, label));
+      const d = core.stats.drafter!;
+      assert.equal(d.errors, 0);
+      assert.ok(d.proposedTokens > 0.5 * d.verifySeqSteps && d.verifySeqSteps > 0.2 * core.stats.seqSteps, `${label}: ${d.proposedTokens} in ${d.verifySeqSteps} of ${core.stats.seqSteps} steps`);
+      assert.ok(d.acceptedTokens >= 0.95 * d.proposedTokens, `${label}: ${d.acceptedTokens} of ${d.proposedTokens}`);
+    }
+  } finally {
+    await drafter.close?.();
+    await verifier.close();
+  }
+});
+
+test("decoupled: drafter steps that fail cost counted errors, never a request or a token; ended requests free the drafter's sequences", async () => {
+  const params: SamplingParams = { temperature: 1, topP: 1, topK: -1 };
+  const reqs = requests(params, 40, 2);
+  const plain = await rollout(reqs);
+  const flaky = new FlakyEngine(await OnnxEngine.load(tinyDir()), new Set([3, 4, 30]));
+  const drafter = new ModelDrafter(flaky, { costAware: false, minReach: 0, decoupled: true });
+  const core = new RolloutCore(new SlowEngine(engine, 4), 5, { drafter, draftLen: 4 });
+  const results = await Promise.all(reqs.map((r) => core.submit(r)));
+  results.forEach((r, i) => assert.deepEqual(r.tokenIds, plain.results[i].tokenIds));
+  const d = core.stats.drafter!;
+  assert.ok(d.errors >= 2, `${d.errors} errors`);
+  assert.match(d.lastError ?? "", /model drafter failed: step \d+ failed/);
+  assert.ok(d.acceptedTokens > 0.3 * core.stats.generatedTokens, `drafting resumed after the failures: ${d.acceptedTokens} of ${core.stats.generatedTokens}`);
+  await drafter.close();
+  assert.deepEqual([...flaky.live], []);
 });
 
 test("the suffix drafter learns from finished siblings: a second epoch accepts more", async () => {
