@@ -93,15 +93,16 @@ def test_client_returns_the_cli_tokens(server, tiny_dir, tmp_path):
         assert a[0][0].seed != b[0][0].seed
 
 
-@pytest.mark.parametrize("drafter", ["suffix", "model"])
+@pytest.mark.parametrize("drafter", ["suffix", "model", "decoupled"])
 def test_a_speculative_server_returns_plain_tokens(tiny_dir, tmp_path, drafter):
     drafter_name = drafter
     expected = cli_tokens(tiny_dir, tmp_path, 9, 3, 40, "--temperature", "0.7")
+    decoupled = drafter == "decoupled"  # the model drafter running ahead on a thread of its own
     vanilla = (
         "--mode",
-        "vanilla",
+        "decoupled" if decoupled else "vanilla",
         "--drafter",
-        drafter,
+        "model" if decoupled else drafter,
         "--draft-len",
         "4",
         "--drafter-model",
@@ -113,8 +114,10 @@ def test_a_speculative_server_returns_plain_tokens(tiny_dir, tmp_path, drafter):
         for _ in range(2):  # the second round drafts from the first one's history
             assert flat(c.generate(PROMPTS, n=3, max_tokens=40, temperature=0.7, seed=9)) == expected
         drafter = c.stats()["drafter"]
-    assert drafter["verify_steps"] > 0 and drafter["accepted_tokens"] > 0 and drafter["errors"] == 0
-    if drafter_name == "model":
+    assert drafter["errors"] == 0
+    if not decoupled:  # tiny's drafter seldom gets ahead of tiny (speculation.test.ts slows its verifier)
+        assert drafter["verify_steps"] > 0 and drafter["accepted_tokens"] > 0
+    if drafter_name != "suffix":
         assert set(drafter["metrics"]) == {"acceptance", "cost"}
 
 
