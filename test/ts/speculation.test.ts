@@ -172,15 +172,14 @@ test("the model drafter stops a chain where the verifier is unlikely to reach, a
   await unsure.close();
 });
 
-/** The tiny policy as a drafter that is sure of the wrong token: every sample shifted by one, its probability kept. */
-class ShiftedEngine implements Engine {
-  constructor(private readonly inner: Engine) {}
+/** An engine that passes everything to `inner`; the wrappers below change what they need. */
+class WrappedEngine implements Engine {
+  constructor(protected readonly inner: Engine) {}
   get info() {
     return this.inner.info;
   }
-  async step(batch: SeqStep[]) {
-    const V = this.inner.info.vocabSize;
-    return (await this.inner.step(batch)).map((r) => ({ ...r, tokens: r.tokens.map((t) => (t + 1) % V), logprobs: r.logprobs.map(() => 0) }));
+  step(batch: SeqStep[]) {
+    return this.inner.step(batch);
   }
   cachedLength(id: number) {
     return this.inner.cachedLength(id);
@@ -193,6 +192,14 @@ class ShiftedEngine implements Engine {
   }
   close() {
     return this.inner.close();
+  }
+}
+
+/** The tiny policy as a drafter that is sure of the wrong token: every sample shifted by one, its probability kept. */
+class ShiftedEngine extends WrappedEngine {
+  override async step(batch: SeqStep[]) {
+    const V = this.inner.info.vocabSize;
+    return (await this.inner.step(batch)).map((r) => ({ ...r, tokens: r.tokens.map((t) => (t + 1) % V), logprobs: r.logprobs.map(() => 0) }));
   }
 }
 
@@ -258,56 +265,33 @@ test("the default model drafter, tiny's 8-bit copy, is exact and mostly accepted
   await drafter.close?.();
 });
 
-/** Passes steps through and fails the ones numbered in `failing`; tracks the sequences it holds. */
-class FlakyEngine implements Engine {
+/** Fails the steps numbered in `failing`; tracks the sequences it holds. */
+class FlakyEngine extends WrappedEngine {
   readonly live = new Set<number>();
   private steps = 0;
-  constructor(private readonly inner: Engine, private readonly failing: Set<number>) {}
-  get info() {
-    return this.inner.info;
+  constructor(inner: Engine, private readonly failing: Set<number>) {
+    super(inner);
   }
-  async step(batch: SeqStep[]) {
+  override async step(batch: SeqStep[]) {
     if (this.failing.has(++this.steps)) throw new Error(`step ${this.steps} failed`);
     for (const s of batch) this.live.add(s.seqId);
     return this.inner.step(batch);
   }
-  cachedLength(id: number) {
-    return this.inner.cachedLength(id);
-  }
-  truncate(id: number, length: number) {
-    this.inner.truncate(id, length);
-  }
-  release(id: number) {
+  override release(id: number) {
     this.live.delete(id);
     this.inner.release(id);
-  }
-  close() {
-    return this.inner.close();
   }
 }
 
 /** A verifier slower than its drafter, as a real policy is: each step takes `ms` longer. */
-class SlowEngine implements Engine {
-  constructor(private readonly inner: Engine, private readonly ms: number) {}
-  get info() {
-    return this.inner.info;
+class SlowEngine extends WrappedEngine {
+  constructor(inner: Engine, private readonly ms: number) {
+    super(inner);
   }
-  async step(batch: SeqStep[]) {
+  override async step(batch: SeqStep[]) {
     const results = await this.inner.step(batch);
     await new Promise((resolve) => setTimeout(resolve, this.ms));
     return results;
-  }
-  cachedLength(id: number) {
-    return this.inner.cachedLength(id);
-  }
-  truncate(id: number, length: number) {
-    this.inner.truncate(id, length);
-  }
-  release(id: number) {
-    this.inner.release(id);
-  }
-  close() {
-    return this.inner.close();
   }
 }
 
