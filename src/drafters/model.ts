@@ -66,8 +66,9 @@ export interface ModelDrafterOptions {
   /** One drafter step over one verifier step, if known (timed here when not given). */
   cost?: number;
   /**
-   * Draft ahead on the drafter engine's own thread while the verifier runs (see the class docs).
-   * Needs engines that step off the main thread (`ThreadedEngine`) for both.
+   * Draft ahead while the verifier runs (see the class docs). The two overlap only where both
+   * engines step off the main thread (`ThreadedEngine`, workers); otherwise the pump runs between
+   * verifier steps, and the output is the same.
    */
   decoupled: boolean;
 }
@@ -143,8 +144,7 @@ export class ModelDrafter implements Drafter {
 
   metrics(): Record<string, number> {
     const round = (x: number) => Math.round(x * 1e4) / 1e4;
-    const m: Record<string, number> = { acceptance: round(this.measuredAcceptance), cost: round(this.cost) };
-    return m;
+    return { acceptance: round(this.measuredAcceptance), cost: round(this.cost) };
   }
 
   async propose(requests: DraftRequest[]): Promise<Trie[]> {

@@ -45,15 +45,17 @@ def test_workers_return_the_onnx_engines_tokens(tiny_dir, tmp_path, mode):
         assert stats["drafter"]["accepted_tokens"] > 0
 
 
-def test_a_model_drafter_on_drafter_workers(tiny_dir, tmp_path):
+@pytest.mark.parametrize("mode", ["vanilla", "decoupled"])
+def test_a_model_drafter_on_drafter_workers(tiny_dir, tmp_path, mode):
     """Verifier and drafter both run as Python workers (the drafter here is the model itself, so its
-    drafts are the verifier's samples whenever the coupled noise agrees)."""
+    drafts are the verifier's samples whenever the coupled noise agrees); decoupled, the drafter
+    worker drafts ahead while the verifier worker verifies."""
     expected = cli_tokens(
         tiny_dir, tmp_path, "onnx", "--n", "2", "--max-tokens", "32", "--seed", "3", "--temperature", "0.7"
     )
     spec = (
         "--mode",
-        "vanilla",
+        mode,
         "--drafter",
         "model",
         "--drafter-model",
@@ -69,7 +71,9 @@ def test_a_model_drafter_on_drafter_workers(tiny_dir, tmp_path):
     ):
         assert flat(c.generate(PROMPTS, n=2, max_tokens=32, temperature=0.7, seed=3)) == expected
         drafter = c.stats()["drafter"]
-    assert drafter["accepted_tokens"] > 0.5 * drafter["proposed_tokens"] > 0
+    assert drafter["errors"] == 0
+    if mode == "vanilla":  # tiny's drafter seldom gets ahead of tiny in decoupled mode
+        assert drafter["accepted_tokens"] > 0.5 * drafter["proposed_tokens"] > 0
 
 
 def alive(pid: int) -> bool:
