@@ -2,7 +2,7 @@
 import * as fs from "node:fs";
 import { drafterDir, resolveModel } from "../models/registry";
 import { readPrompts } from "../rollout/prompts";
-import { DRAFTERS, type DrafterName, MODES, type Mode, parseDraftCost, runRollout, type RolloutSummary, type EpochSummary } from "../rollout/run";
+import { DRAFTERS, MODES, type Mode, modeDrafter, parseDraftCost, runRollout, type RolloutSummary, type EpochSummary } from "../rollout/run";
 import { validateParams } from "../sampling/sampler";
 import { freshSeed } from "../sampling/seeds";
 import { PythonTokenizer } from "../tokenizer/python-tokenizer";
@@ -50,12 +50,7 @@ export async function rolloutCommand(argv: string[]): Promise<void> {
   }
   const a = parseArgs(argv, OPTIONS);
   const mode = a.mode as string;
-  if (!(MODES as readonly string[]).includes(mode)) throw new UsageError(`--mode ${mode} is not supported (supported: ${MODES.join(", ")})`);
-  const drafter = (a.drafter as string | undefined) ?? (mode === "decoupled" ? "model" : undefined);
-  if (mode === "vanilla" && !drafter) throw new UsageError(`--mode vanilla needs --drafter (${DRAFTERS.join(", ")})`);
-  if (drafter !== undefined && !(DRAFTERS as readonly string[]).includes(drafter)) throw new UsageError(`unknown drafter '${drafter}' (known: ${DRAFTERS.join(", ")})`);
-  if (mode === "plain" && drafter) throw new UsageError("--drafter needs --mode vanilla or decoupled");
-  if (mode === "decoupled" && drafter !== "model") throw new UsageError(`--mode decoupled runs the model drafter, not '${drafter}'`);
+  const drafter = usage(() => modeDrafter(mode, a.drafter as string | undefined));
   if ((a["drafter-threads"] as number) < 1) throw new UsageError(`--drafter-threads must be >= 1, got ${a["drafter-threads"]}`);
   if ((a["draft-len"] as number) < 1) throw new UsageError(`--draft-len must be >= 1, got ${a["draft-len"]}`);
   if ((a.epochs as number) < 1) throw new UsageError(`--epochs must be >= 1, got ${a.epochs}`);
@@ -98,7 +93,7 @@ export async function rolloutCommand(argv: string[]): Promise<void> {
         epochs,
         drift: a.drift as number,
         mode: mode as Mode,
-        drafter: drafter as DrafterName | undefined,
+        drafter,
         draftLen: a["draft-len"] as number,
         drafterModel,
         draftCost,

@@ -13,7 +13,7 @@ import { projectRoot, pythonBin } from "../paths";
 import { ModelDrafter } from "../drafters/model";
 import { drafterDir, resolveModel } from "../models/registry";
 import { RolloutCore } from "../rollout/core";
-import { DRAFTERS, type DrafterName, MODES, makeDrafter, modelDrafterOptions, parseDraftCost, threadSplit } from "../rollout/run";
+import { DRAFTERS, MODES, makeDrafter, modeDrafter, modelDrafterOptions, parseDraftCost, threadSplit } from "../rollout/run";
 import { PROTOCOL_VERSION } from "../bridge/wire";
 import { RolloutService } from "../server/service";
 import { ZmqServer } from "../server/zmq-server";
@@ -87,12 +87,7 @@ export async function serveCommand(argv: string[]): Promise<void> {
   }
   const a = withConfig(argv);
   const mode = a.mode as string;
-  const drafterName = (a.drafter as string | undefined) ?? (mode === "decoupled" ? "model" : undefined);
-  if (!(MODES as readonly string[]).includes(mode)) throw new UsageError(`--mode ${mode} is not supported (supported: ${MODES.join(", ")})`);
-  if (mode === "vanilla" && !drafterName) throw new UsageError(`--mode vanilla needs --drafter (${DRAFTERS.join(", ")})`);
-  if (drafterName !== undefined && !(DRAFTERS as readonly string[]).includes(drafterName)) throw new UsageError(`unknown drafter '${drafterName}' (known: ${DRAFTERS.join(", ")})`);
-  if (mode === "plain" && drafterName) throw new UsageError("--drafter needs --mode vanilla or decoupled");
-  if (mode === "decoupled" && drafterName !== "model") throw new UsageError(`--mode decoupled runs the model drafter, not '${drafterName}'`);
+  const drafterName = usage(() => modeDrafter(mode, a.drafter as string | undefined));
   if ((a["drafter-threads"] as number) < 1) throw new UsageError(`--drafter-threads must be >= 1, got ${a["drafter-threads"]}`);
   for (const k of ["max-batch", "draft-len", "max-message-bytes", "max-client-backlog"]) {
     if ((a[k] as number) < 1) throw new UsageError(`--${k} must be >= 1, got ${a[k]}`);
@@ -168,7 +163,7 @@ export async function serveCommand(argv: string[]): Promise<void> {
     drafter = new ModelDrafter(pool, { ...modelDrafterOptions(draftCost), decoupled });
   } else if (mode !== "plain") {
     const opts = { drafterModel: drafterModelDir, draftCost, threads: split?.drafter ?? threads, threaded: true, decoupled };
-    drafter = await makeDrafter(drafterName as DrafterName, modelDir, opts);
+    drafter = await makeDrafter(drafterName, modelDir, opts);
   }
   const core = new RolloutCore(engine, a["max-batch"] as number, drafter ? { drafter, draftLen: a["draft-len"] as number } : undefined);
   const server = new ZmqServer({

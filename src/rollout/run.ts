@@ -66,6 +66,17 @@ export interface RolloutPlan {
  */
 export type DraftCost = "auto" | "off" | number;
 
+/** Checks `--mode` and `--drafter` together; returns the drafter (decoupled implies model) or throws a message for the user. */
+export function modeDrafter(mode: string, drafter: string | undefined): DrafterName | undefined {
+  if (!(MODES as readonly string[]).includes(mode)) throw new Error(`--mode ${mode} is not supported (supported: ${MODES.join(", ")})`);
+  if (mode === "decoupled") drafter ??= "model";
+  if (mode === "vanilla" && !drafter) throw new Error(`--mode vanilla needs --drafter (${DRAFTERS.join(", ")})`);
+  if (drafter !== undefined && !(DRAFTERS as readonly string[]).includes(drafter)) throw new Error(`unknown drafter '${drafter}' (known: ${DRAFTERS.join(", ")})`);
+  if (mode === "plain" && drafter) throw new Error("--drafter needs --mode vanilla or decoupled");
+  if (mode === "decoupled" && drafter !== "model") throw new Error(`--mode decoupled runs the model drafter, not '${drafter}'`);
+  return drafter as DrafterName | undefined;
+}
+
 /** Parses `--draft-cost`; throws a message for the user on anything else. */
 export function parseDraftCost(s: string): DraftCost {
   if (s === "auto" || s === "off") return s;
