@@ -169,7 +169,7 @@ export class ModelDrafter implements Drafter {
     const reach = requests.map(() => 1);
     const expected = requests.map(() => 1); // E_d: 1 + reach_1 + ... + reach_d
     /** The least reach the next token of request i needs: (E_d / T_d) (c + v), at least minReach. */
-    const bar = (i: number) => Math.max(this.opts.minReach, (expected[i] / (1 + drafts[i].length * tokenCost)) * tokenCost);
+    const bar = (i: number) => this.bar(expected[i], drafts[i].length, tokenCost);
     for (let depth = 0; live.length > 0; depth++) {
       const steps: SeqStep[] = live.map((i) => ({
         seqId: requests[i].id,
@@ -209,6 +209,11 @@ export class ModelDrafter implements Drafter {
     });
   }
 
+  /** The least reach the next token of a chain needs: (E_d / T_d) (c + v) for d drafted tokens, at least minReach. */
+  private bar(expected: number, drafted: number, tokenCost: number): number {
+    return Math.max(this.opts.minReach, (expected / (1 + drafted * tokenCost)) * tokenCost);
+  }
+
   /** Indices of the requests to draft for: all of them when a sure token pays, else those due a probe (added to `probing`). */
   private worthDrafting(requests: DraftRequest[], pays: boolean, probing: Set<number>): number[] {
     const live = requests
@@ -243,7 +248,10 @@ export class ModelDrafter implements Drafter {
     this.pumpFailure = undefined;
     if (failure) throw failure;
     const tries = requests.map((r) => {
-      const c = this.readyChain(r);
+      const t = this.tracks.get(r.id);
+      if (t) t.request = r;
+      else this.tracks.set(r.id, { request: r, known: [], confs: [], released: false });
+      const c = this.readyChain(r, this.tracks.get(r.id)!);
       if (c.tokens.length > 0) this.proposed.set(r.id, c.confs);
       return chain(c.tokens);
     });
@@ -252,10 +260,7 @@ export class ModelDrafter implements Drafter {
   }
 
   /** Request r's chain from what the pump has drafted, with the drafter's confidences. */
-  private readyChain(r: DraftRequest): { tokens: number[]; confs: number[] } {
-    let t = this.tracks.get(r.id);
-    if (!t) this.tracks.set(r.id, (t = { request: r, known: [], confs: [], released: false }));
-    t.request = r;
+  private readyChain(r: DraftRequest, t: Track): { tokens: number[]; confs: number[] } {
     const v = this.opts.costAware ? this.opts.nodeCost : 0;
     const typical = this.opts.costAware ? this.typicalAcceptance : 1;
     const base = r.promptIds.length + r.output.length;
@@ -265,7 +270,7 @@ export class ModelDrafter implements Drafter {
     let expected = 1;
     for (let i = base; i < t.known.length && out.tokens.length < Math.min(r.maxDepth, r.maxNodes); i++) {
       const chance = reach * this.acceptance(t.confs[i], typical);
-      if (chance < Math.max(this.opts.minReach, (expected / (1 + out.tokens.length * v)) * v)) break;
+      if (chance < this.bar(expected, out.tokens.length, v)) break;
       out.tokens.push(t.known[i]);
       out.confs.push(t.confs[i]);
       reach = chance;
@@ -332,14 +337,10 @@ export class ModelDrafter implements Drafter {
     const id = r.id;
     if (!onBranch(t.known, r)) {
       const truth = [...r.promptIds, ...r.output];
-      const cached = this.engine.cachedLength(id);
-      let common = 0;
-      while (common < cached && t.known[common] === truth[common]) common++;
-      common = Math.min(common, truth.length - 1); // the step must append at least one token
-      if (cached > common) this.engine.truncate(id, common);
+      const feed = this.rollBack(id, t.known, truth);
       t.known = truth;
       t.confs = truth.map(() => NaN);
-      return truth.slice(common);
+      return feed;
     }
     const ahead = t.known.length - r.promptIds.length - r.output.length;
     if (r.maxDepth <= 0 || ahead >= 2 * r.maxDepth + 1) return undefined;
@@ -350,13 +351,18 @@ export class ModelDrafter implements Drafter {
   /** Rolls the drafter's KV back to the prefix it shares with the verified sequence; returns the tokens to feed. */
   private catchUp(r: DraftRequest): number[] {
     const truth = [...r.promptIds, ...r.output];
-    const known = this.known.get(r.id) ?? [];
-    const cached = this.engine.cachedLength(r.id);
+    const feed = this.rollBack(r.id, this.known.get(r.id) ?? [], truth);
+    this.known.set(r.id, truth);
+    return feed;
+  }
+
+  /** Truncates sequence `id`'s KV to the prefix `known` shares with `truth`; returns the tokens of `truth` to feed (at least one). */
+  private rollBack(id: number, known: readonly number[], truth: readonly number[]): number[] {
+    const cached = this.engine.cachedLength(id);
     let common = 0;
     while (common < cached && common < truth.length && known[common] === truth[common]) common++;
     common = Math.min(common, truth.length - 1); // the step must append at least one token
-    if (cached > common) this.engine.truncate(r.id, common);
-    this.known.set(r.id, truth);
+    if (cached > common) this.engine.truncate(id, common);
     return truth.slice(common);
   }
 

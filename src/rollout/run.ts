@@ -170,8 +170,7 @@ function drafterSummary(name: DrafterName, draftLen: number, s: NonNullable<Core
 
 /** Runs every epoch; returns the records (epoch-major, then prompt, then sample) and the summary. */
 export async function runRollout(plan: RolloutPlan, hooks: RolloutHooks = {}) {
-  if (plan.mode === "vanilla" && !plan.drafter) throw new Error("vanilla mode needs a drafter");
-  if (plan.mode === "decoupled" && plan.drafter !== "model") throw new Error("decoupled mode needs the model drafter");
+  const drafterName = modeDrafter(plan.mode, plan.drafter);
   const split = plan.mode === "decoupled" ? threadSplit(plan.threads, plan.drafterThreads) : undefined;
   const history = plan.drafter === "suffix" ? new SuffixDrafter() : undefined;
   const records: SampleRecord[] = [];
@@ -184,9 +183,8 @@ export async function runRollout(plan: RolloutPlan, hooks: RolloutHooks = {}) {
     // decoupled: the verifier steps off the main thread, so the drafter's loop runs while it verifies
     const engine = split ? await ThreadedEngine.load(modelDir, { threads: split.verifier }) : await OnnxEngine.load(modelDir, { threads: plan.threads });
     engineName = engine.info.name;
-    let drafter: Drafter | undefined;
-    if (plan.mode === "vanilla") drafter = history ?? (await makeDrafter(plan.drafter, modelDir, plan));
-    if (split) drafter = await makeDrafter("model", modelDir, { ...plan, threads: split.drafter, threaded: true, decoupled: true });
+    const ownThread = split ? { threads: split.drafter, threaded: true, decoupled: true } : {};
+    const drafter: Drafter | undefined = drafterName ? (history ?? (await makeDrafter(drafterName, modelDir, { ...plan, ...ownThread }))) : undefined;
     try {
       const { records: recs, summary } = await runEpoch(engine, plan, e, drafter, hooks);
       records.push(...recs);
@@ -213,7 +211,7 @@ export async function makeDrafter(
     threads?: number;
     /** the drafter engine on its own thread (a server, decoupled mode) */
     threaded?: boolean;
-    /** draft ahead while the verifier runs (needs `threaded`) */
+    /** draft ahead while the verifier runs (they overlap where both engines step off the main thread) */
     decoupled?: boolean;
   } = {},
 ): Promise<Drafter> {
