@@ -42,6 +42,9 @@ REPLY_TO = {
     "bump": "bumped",
     "resume": "resumed",
     "shutdown": "bye",
+    "release_memory": "memory_released",
+    "restore_memory": "memory_restored",
+    "clear_kv": "kv_cleared",
 }
 
 
@@ -74,6 +77,7 @@ class Result:
     weight_version: int
     engine_steps: int
     accepted_draft_tokens: int
+    draft_tokens: int = 0  # draft tokens verified for the sample, accepted or not
 
 
 # (prompt, sample, new token ids, the finished result or None) as generate_stream yields them
@@ -351,6 +355,7 @@ class AsyncRolloutClient:
                 weight_version=entry["weight_version"],
                 engine_steps=entry["engine_steps"],
                 accepted_draft_tokens=entry["accepted_draft_tokens"],
+                draft_tokens=entry.get("draft_tokens", 0),
             )
             request.results[key] = result
         if request.events is not None:
@@ -466,6 +471,8 @@ class AsyncRolloutClient:
         top_k: int,
         seed: int | None,
         history_key: str | None,
+        stop_token_ids: Sequence[int] | None,
+        seeds: Sequence[int] | None,
         stream: bool,
     ) -> _Request:
         prompts = [np.asarray(p, dtype=np.int64).reshape(-1) for p in prompt_ids]
@@ -497,6 +504,10 @@ class AsyncRolloutClient:
             "history_key": history_key,
             "stream": stream,
         }
+        if stop_token_ids is not None:  # absent, not nil: a server that predates the key sees nothing new
+            body["stop_token_ids"] = [int(t) for t in stop_token_ids]
+        if seeds is not None:
+            body["seeds"] = [int(x) for x in seeds]
         self._requests[request.id] = request
         try:
             self._send("generate", body, {"prompt_ids": flat.astype(np.int32)})
@@ -521,9 +532,15 @@ class AsyncRolloutClient:
         top_k: int = -1,
         seed: int | None = None,
         history_key: str | None = None,
+        stop_token_ids: Sequence[int] | None = None,
+        seeds: Sequence[int] | None = None,
     ) -> list[list[Result]]:
         """Sample ``n`` completions of each prompt; results indexed ``[prompt][sample]``.
 
+        ``stop_token_ids``: tokens that end a sample like an EOS (the stop token is kept in
+        ``token_ids``, finish reason ``stop``), as vLLM's ``stop_token_ids``. ``top_k`` -1 or 0 is off.
+        ``seeds``: one seed per sample, prompt-major (sample ``i`` of prompt ``j`` at ``j * n + i``),
+        used as they are instead of ``derive_seed(seed, j, i)``.
         Cancelling the call aborts the request on the server.
         """
         request = await self._start(
@@ -535,6 +552,8 @@ class AsyncRolloutClient:
             top_k=top_k,
             seed=seed,
             history_key=history_key,
+            stop_token_ids=stop_token_ids,
+            seeds=seeds,
             stream=False,
         )
         assert request.done is not None
@@ -555,6 +574,8 @@ class AsyncRolloutClient:
         top_k: int = -1,
         seed: int | None = None,
         history_key: str | None = None,
+        stop_token_ids: Sequence[int] | None = None,
+        seeds: Sequence[int] | None = None,
     ) -> AsyncIterator[StreamEvent]:
         """``generate`` with streaming: yields ``(prompt, sample, new_token_ids, result or None)``.
 
@@ -569,6 +590,8 @@ class AsyncRolloutClient:
             top_k=top_k,
             seed=seed,
             history_key=history_key,
+            stop_token_ids=stop_token_ids,
+            seeds=seeds,
             stream=True,
         )
         assert request.events is not None
@@ -621,6 +644,20 @@ class AsyncRolloutClient:
     async def shutdown(self, drain: bool = True) -> None:
         """Stop the server (``drain``: after every accepted request finishes); returns on ``bye``."""
         await self._call("shutdown", {"drain": drain})
+
+    async def release_memory(self) -> int:
+        """Free the engine's KV cache memory (only while paused and idle: :meth:`pause` first);
+        returns the bytes it still holds. Generation after :meth:`resume` re-allocates it if
+        :meth:`restore_memory` was not called."""
+        return int((await self._call("release_memory", {}))["kv_bytes"])
+
+    async def restore_memory(self) -> int:
+        """Re-allocate the engine's KV cache memory; returns the bytes it holds."""
+        return int((await self._call("restore_memory", {}))["kv_bytes"])
+
+    async def clear_kv(self) -> int:
+        """Release the engine state of every sequence no running request holds; returns how many."""
+        return int((await self._call("clear_kv", {}))["sequences"])
 
 
 def _log_send_failure(sent: asyncio.Future[Any]) -> None:
@@ -702,6 +739,8 @@ class RolloutClient:
         top_k: int = -1,
         seed: int | None = None,
         history_key: str | None = None,
+        stop_token_ids: Sequence[int] | None = None,
+        seeds: Sequence[int] | None = None,
     ) -> list[list[Result]]:
         """See :meth:`AsyncRolloutClient.generate`."""
         return self._run(
@@ -714,6 +753,8 @@ class RolloutClient:
                 top_k=top_k,
                 seed=seed,
                 history_key=history_key,
+                stop_token_ids=stop_token_ids,
+                seeds=seeds,
             )
         )
 
@@ -740,3 +781,12 @@ class RolloutClient:
 
     def shutdown(self, drain: bool = True) -> None:
         self._run(self._client.shutdown(drain))
+
+    def release_memory(self) -> int:
+        return self._run(self._client.release_memory())
+
+    def restore_memory(self) -> int:
+        return self._run(self._client.restore_memory())
+
+    def clear_kv(self) -> int:
+        return self._run(self._client.clear_kv())

@@ -101,7 +101,7 @@ def derive_seed(seed: int, a: int, b: int) -> int:
 class SamplingParams:
     temperature: float = 1.0
     top_p: float = 1.0
-    top_k: int = -1  # -1 (or 0) disables top-k
+    top_k: int = -1  # -1 or 0 (as in vLLM) disables top-k
 
     def __post_init__(self) -> None:
         if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature)):
@@ -111,7 +111,7 @@ class SamplingParams:
         if not (isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1):
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
         if not isinstance(self.top_k, (int, np.integer)) or self.top_k < -1:
-            raise ValueError(f"top_k must be an integer >= -1, got {self.top_k!r}")
+            raise ValueError(f"top_k must be an integer >= -1 (-1 or 0 disables it), got {self.top_k!r}")
 
 
 def _logsumexp(z: np.ndarray) -> float:

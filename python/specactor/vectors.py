@@ -64,6 +64,7 @@ def build() -> dict:
         (0.0, 1.0, -1),
         (1.3, 0.5, 3),
         (1.0, 1.0, 64),
+        (0.8, 0.9, 0),  # top-k 0 is off, as -1 (vLLM's convention)
     ]
     for ci, (t, p, k) in enumerate(configs):
         for scale in (1.0, 4.0):

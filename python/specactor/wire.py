@@ -171,6 +171,7 @@ OUTPUT_ENTRY = Record(
             "weight_version": F(VERSION),
             "engine_steps": F(COUNT),
             "accepted_draft_tokens": F(COUNT),
+            "draft_tokens": _opt(COUNT, 0),
         },
     ),
 )
@@ -193,10 +194,12 @@ SCHEMA: dict[str, Record] = {
             "max_tokens": F(Int(ge=1)),
             "temperature": _opt(Float(ge=0), 1),
             "top_p": _opt(Float(gt=0, le=1), 1),
-            "top_k": _opt(Int(ge=1, also=(-1,)), -1),
+            "top_k": _opt(Int(ge=0, also=(-1,)), -1),  # -1 and 0 both disable top-k
             "seed": _opt(Nullable(Int(ge=0, lt=SEED_LIMIT))),
             "history_key": _opt(Nullable(Str(1, 256))),
             "stream": _opt(Bool(), False),
+            "stop_token_ids": _opt(Nullable(ListOf(Int(ge=0)))),
+            "seeds": _opt(Nullable(ListOf(Int(ge=0, lt=SEED_LIMIT)))),
         },
         checks=(SumEquals("prompt_lengths", None, ("prompt_ids",)),),
     ),
@@ -208,6 +211,10 @@ SCHEMA: dict[str, Record] = {
     "bump": Record({"version": _opt(Nullable(Int(ge=0)))}),
     "resume": EMPTY,
     "shutdown": Record({"drain": _opt(Bool(), True)}),
+    # also server -> engine worker (section 5), answered with the same replies
+    "release_memory": EMPTY,
+    "restore_memory": EMPTY,
+    "clear_kv": EMPTY,
     # server -> client (section 4)
     "welcome": Record(
         {
@@ -234,6 +241,9 @@ SCHEMA: dict[str, Record] = {
     "paused": Record({"weight_version": F(VERSION)}),
     "bumped": Record({"weight_version": F(VERSION)}),
     "resumed": Record({"weight_version": F(VERSION)}),
+    "memory_released": Record({"kv_bytes": F(COUNT)}),
+    "memory_restored": Record({"kv_bytes": F(COUNT)}),
+    "kv_cleared": Record({"sequences": F(COUNT)}),
     "bye": EMPTY,
     "error": Record(
         {

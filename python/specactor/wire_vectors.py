@@ -111,6 +111,7 @@ def _entry(id: str, prompt: int, sample: int, num_tokens: int, finish: str | Non
         "weight_version": 3,
         "engine_steps": 2 * num_tokens + 1,
         "accepted_draft_tokens": num_tokens // 2,
+        "draft_tokens": num_tokens,
     }
 
 
@@ -151,6 +152,28 @@ def _client_valid() -> list[dict[str, Any]]:
             g,
         ),
         _valid("generate_greedy", c, "generate", _generate_body(id="req-5", temperature=0.0, top_k=-1), g),
+        _valid("generate_top_k_zero_is_off", c, "generate", _generate_body(id="req-8", top_k=0), g),
+        _valid(
+            "generate_stop_token_ids",
+            c,
+            "generate",
+            _generate_body(id="req-9", stop_token_ids=[0, 7, 200]),
+            g,
+        ),
+        _valid(
+            "generate_stop_token_ids_nil", c, "generate", _generate_body(id="req-10", stop_token_ids=None), g
+        ),
+        _valid(
+            "generate_stop_token_ids_empty", c, "generate", _generate_body(id="req-11", stop_token_ids=[]), g
+        ),
+        _valid(
+            "generate_per_sample_seeds",
+            c,
+            "generate",
+            _generate_body(id="req-12", seeds=[0, 1, 2**53 - 1, 77]),
+            g,
+        ),
+        _valid("generate_seeds_nil", c, "generate", _generate_body(id="req-13", seeds=None), g),
         _valid("generate_minimal", c, "generate", minimal, g),
         _valid("generate_id_128_bytes", c, "generate", {**minimal, "id": "é" * 64}, g),
         _valid(
@@ -184,6 +207,9 @@ def _client_valid() -> list[dict[str, Any]]:
         _valid("shutdown_drain", c, "shutdown", {"drain": True}),
         _valid("shutdown_now", c, "shutdown", {"drain": False}),
         _valid("shutdown_default", c, "shutdown", {}),
+        _valid("release_memory", c, "release_memory", {}),
+        _valid("restore_memory", c, "restore_memory", {}),
+        _valid("clear_kv", c, "clear_kv", {}),
     ]
 
 
@@ -232,6 +258,7 @@ def _server_valid() -> list[dict[str, Any]]:
                 "top_k": -1,
                 "seed": 5,
                 "max_emit": 3,
+                "stop_ids": [4, 8],
             }
         ],
     }
@@ -269,6 +296,9 @@ def _server_valid() -> list[dict[str, Any]]:
         _valid("bumped", s, "bumped", {"weight_version": 4}),
         _valid("resumed", s, "resumed", {"weight_version": 4}),
         _valid("bye", s, "bye", {}),
+        _valid("memory_released", s, "memory_released", {"kv_bytes": 0}),
+        _valid("memory_restored", s, "memory_restored", {"kv_bytes": 2**40 + 4096}),
+        _valid("kv_cleared", s, "kv_cleared", {"sequences": 3}),
         _valid(
             "error_request",
             s,
@@ -421,9 +451,13 @@ def _bad_message() -> list[dict[str, Any]]:
         _invalid("temperature_nan", c, g(temperature=float("nan")), "bad_message"),
         _invalid("top_p_zero", c, g(top_p=0), "bad_message"),
         _invalid("top_p_over_one", c, g(top_p=1.5), "bad_message"),
-        _invalid("top_k_zero", c, g(top_k=0), "bad_message"),
         _invalid("top_k_minus_two", c, g(top_k=-2), "bad_message"),
         _invalid("top_k_float", c, g(top_k=5.5), "bad_message"),
+        _invalid("stop_token_ids_negative", c, g(stop_token_ids=[3, -1]), "bad_message"),
+        _invalid("stop_token_ids_not_a_list", c, g(stop_token_ids=3), "bad_message"),
+        _invalid("stop_token_ids_float", c, g(stop_token_ids=[2.5]), "bad_message"),
+        _invalid("seeds_over_2_53", c, g(seeds=[1, 2**53, 3, 4]), "bad_message"),
+        _invalid("seeds_negative", c, g(seeds=[1, -1, 3, 4]), "bad_message"),
         _invalid("seed_2_pow_53", c, g(seed=2**53), "bad_message"),
         _invalid("seed_negative", c, g(seed=-1), "bad_message"),
         _invalid("seed_float", c, g(seed=1.5), "bad_message"),
@@ -489,6 +523,9 @@ def _bad_message() -> list[dict[str, Any]]:
             "bad_message",
         ),
         _invalid("paused_missing_weight_version", s, encode("paused", {}), "bad_message"),
+        _invalid("memory_released_missing_kv_bytes", s, encode("memory_released", {}), "bad_message"),
+        _invalid("memory_restored_negative", s, encode("memory_restored", {"kv_bytes": -1}), "bad_message"),
+        _invalid("kv_cleared_float", s, encode("kv_cleared", {"sequences": 1.5}), "bad_message"),
         _invalid("error_missing_code", s, encode("error", {"message": "x"}), "bad_message"),
         _invalid("error_empty_code", s, encode("error", {"code": "", "message": "x"}), "bad_message"),
         _invalid(

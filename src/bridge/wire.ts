@@ -79,6 +79,7 @@ const FINAL_ENTRY: Record<string, FieldSpec> = {
   weight_version: req(int(0)),
   engine_steps: req(int(0)),
   accepted_draft_tokens: req(int(0)),
+  draft_tokens: opt(int(0)),
 };
 
 export const SCHEMA: Record<string, TypeSpec> = {
@@ -97,9 +98,10 @@ export const SCHEMA: Record<string, TypeSpec> = {
       seed: opt(int(0, SEED_MAX), true),
       history_key: opt(str(1, 256), true),
       stream: opt({ t: "bool" }),
+      stop_token_ids: opt({ t: "list", of: int(0) }, true),
+      seeds: opt({ t: "list", of: int(0, SEED_MAX) }, true),
     },
     check: (b) => {
-      if (b.top_k === 0) return "top_k must be -1 or >= 1, got 0";
       const total = (b.prompt_lengths as number[]).reduce((a, x) => a + x, 0);
       const len = (b.prompt_ids as TypedArray).length;
       return total === len ? undefined : `prompt_lengths sum to ${total} but prompt_ids holds ${len} tokens`;
@@ -115,6 +117,10 @@ export const SCHEMA: Record<string, TypeSpec> = {
   pause: { fields: { mode: opt({ t: "str", values: ["drain", "abort"] }) } },
   bump: { fields: { version: opt(int(0), true) } },
   shutdown: { fields: { drain: opt({ t: "bool" }) } },
+  // also server -> engine worker (section 5), answered with the same replies
+  release_memory: none,
+  restore_memory: none,
+  clear_kv: none,
   // server -> client
   welcome: {
     fields: {
@@ -150,6 +156,9 @@ export const SCHEMA: Record<string, TypeSpec> = {
   paused: versionReply,
   bumped: versionReply,
   resumed: versionReply,
+  memory_released: { fields: { kv_bytes: req(int(0)) } },
+  memory_restored: { fields: { kv_bytes: req(int(0)) } },
+  kv_cleared: { fields: { sequences: req(int(0)) } },
   error: { fields: { code: req(str(1, 64)), message: req(str()), id: opt(str(), true), type: opt(str(), true) } },
   // server <-> engine worker (section 5): frames and references only, until the worker issue
   register: worker,

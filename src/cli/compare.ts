@@ -24,7 +24,7 @@ const OPTIONS: OptSpec[] = [
   { name: "max-tokens", type: "int", default: 256, help: "maximum generated tokens per sample" },
   { name: "temperature", type: "number", default: 1, help: "sampling temperature" },
   { name: "top-p", type: "number", default: 1, help: "nucleus mass" },
-  { name: "top-k", type: "int", default: -1, help: "top-k; -1 disables" },
+  { name: "top-k", type: "int", default: -1, help: "top-k; -1 or 0 disables" },
   { name: "seed", type: "int", metavar: "S", help: "rollout seed (fresh if omitted)" },
   { name: "max-batch", type: "int", default: 4, help: "most sequences in one engine step" },
   { name: "draft-len", type: "int", default: 4, metavar: "K", help: "draft depth per verify step" },

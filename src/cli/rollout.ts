@@ -17,7 +17,7 @@ const OPTIONS: OptSpec[] = [
   { name: "max-tokens", type: "int", default: 256, help: "maximum generated tokens per sample (EOS included)" },
   { name: "temperature", type: "number", default: 1, help: "sampling temperature; 0 is greedy" },
   { name: "top-p", type: "number", default: 1, help: "nucleus mass in (0, 1]" },
-  { name: "top-k", type: "int", default: -1, help: "keep the k most likely tokens; -1 disables" },
+  { name: "top-k", type: "int", default: -1, help: "keep the k most likely tokens; -1 or 0 disables" },
   { name: "repetition-penalty", type: "number", default: 1, help: "only 1 (off) is supported" },
   { name: "seed", type: "int", metavar: "S", help: "rollout seed (sample i of prompt j uses deriveSeed(S, j, i)); fresh if omitted" },
   { name: "max-batch", type: "int", default: 16, help: "most sequences in one engine step" },

@@ -15,6 +15,7 @@ import { drafterDir, resolveModel } from "../models/registry";
 import { RolloutCore } from "../rollout/core";
 import { DRAFTERS, MODES, makeDrafter, modeDrafter, modelDrafterOptions, parseDraftCost, threadSplit } from "../rollout/run";
 import { PROTOCOL_VERSION } from "../bridge/wire";
+import { MetricsServer } from "../server/metrics";
 import { RolloutService } from "../server/service";
 import { ZmqServer } from "../server/zmq-server";
 import { type OptSpec, type Parsed, UsageError, helpText, parseArgs, usage } from "./args";
@@ -47,6 +48,9 @@ const OPTIONS: OptSpec[] = [
   { name: "max-client-backlog", type: "int", default: 100000, metavar: "MESSAGES", help: "messages kept for a client that is not reading before it is dropped" },
   { name: "send-hwm", type: "int", default: 1000, metavar: "MESSAGES", help: "ZeroMQ send high-water mark per client" },
   { name: "send-buffer", type: "int", default: -1, metavar: "BYTES", help: "kernel send buffer per connection (-1: the OS default)" },
+  { name: "metrics-port", type: "int", metavar: "PORT", help: "serve Prometheus metrics on http://HOST:PORT/metrics (0: a free port; off by default)" },
+  { name: "metrics-host", type: "string", default: "127.0.0.1", metavar: "HOST", help: "the address the metrics endpoint binds" },
+  { name: "parent-pid", type: "int", metavar: "PID", help: "stop as on SIGTERM once process PID is gone (checked every 500 ms): a server started by a trainer dies with it" },
 ];
 
 const USAGE = "specactor serve [--model smollm2|tiny|DIR] [--address tcp://127.0.0.1:PORT] [options]";
@@ -54,7 +58,8 @@ const SUMMARY =
   "Serves rollouts over ZeroMQ/msgpack (bridge/PROTOCOL.md) with the in-process ONNX engine and the same\n" +
   "rollout core as `specactor rollout`: a client call with the same seed, prompts and parameters\n" +
   "returns the same tokens. Prints one line containing 'ready' once it accepts requests. Stops on a\n" +
-  "shutdown message, or SIGINT/SIGTERM (in-flight requests then end with an explicit error).";
+  "shutdown message, or SIGINT/SIGTERM or the end of --parent-pid (in-flight requests then end with an\n" +
+  "explicit error).";
 
 /** Flags over the config file over the defaults. */
 function withConfig(argv: string[]): Parsed {
@@ -106,6 +111,10 @@ export async function serveCommand(argv: string[]): Promise<void> {
   const drafterWorkers = a["drafter-workers"] as number;
   if (drafterWorkers < 0) throw new UsageError(`--drafter-workers must be >= 0, got ${drafterWorkers}`);
   if (drafterWorkers > 0 && drafterName !== "model") throw new UsageError("--drafter-workers needs --mode vanilla --drafter model or --mode decoupled");
+  const metricsPort = a["metrics-port"] as number | undefined;
+  if (metricsPort !== undefined && (metricsPort < 0 || metricsPort > 65535)) throw new UsageError(`--metrics-port must be in [0, 65535], got ${metricsPort}`);
+  const parentPid = a["parent-pid"] as number | undefined;
+  if (parentPid !== undefined && parentPid < 1) throw new UsageError(`--parent-pid must be >= 1, got ${parentPid}`);
   const minWorkers = (a["min-workers"] as number | undefined) ?? Math.max(1, a.workers as number);
   if (minWorkers < 0) throw new UsageError(`--min-workers must be >= 0, got ${minWorkers}`);
   const modelDir = await resolveModel(a.model as string);
@@ -187,16 +196,20 @@ export async function serveCommand(argv: string[]): Promise<void> {
     service.extraStats = () => ({ workers: pool.workerStats(), ...pool.stats });
   }
 
+  const metrics = metricsPort === undefined ? undefined : new MetricsServer(service, core, a["max-batch"] as number, drafter?.name);
+
   let stopping: Promise<void> | undefined;
   const stop = (how: () => Promise<void>) =>
     (stopping ??= (async () => {
       await how();
+      await metrics?.close();
       await server.close();
       await drafter?.close?.();
       await engine.close();
       for (const c of children) c.kill("SIGTERM");
       process.stderr.write(`specactor serve: stopped (${JSON.stringify(service.counters)})\n`);
     })());
+  let parentWatch: NodeJS.Timeout | undefined;
   const done = new Promise<void>((resolve) => {
     service.onShutdown = () => void stop(async () => {}).then(resolve);
     const onSignal = (sig: string) => {
@@ -205,6 +218,14 @@ export async function serveCommand(argv: string[]): Promise<void> {
     };
     process.once("SIGINT", () => onSignal("SIGINT"));
     process.once("SIGTERM", () => onSignal("SIGTERM"));
+    if (parentPid !== undefined) {
+      const gone = parentGone(parentPid);
+      parentWatch = setInterval(() => {
+        if (!gone()) return;
+        clearInterval(parentWatch);
+        onSignal(`parent process ${parentPid} is gone`);
+      }, 500);
+    }
   });
   try {
     await server.start(service);
@@ -213,8 +234,38 @@ export async function serveCommand(argv: string[]): Promise<void> {
     for (const c of children) c.kill("SIGKILL");
     throw new UsageError(`cannot bind ${address}: ${(e as Error).message}`);
   }
+  if (metrics) {
+    const host = a["metrics-host"] as string;
+    try {
+      log(`metrics on ${await metrics.listen(host, metricsPort!)}`);
+    } catch (e) {
+      await server.close();
+      await engine.close();
+      for (const c of children) c.kill("SIGKILL");
+      throw new UsageError(`--metrics-port ${metricsPort}: cannot bind ${host}: ${(e as Error).message}`);
+    }
+  }
   process.stdout.write(`specactor serve: ready on ${server.endpoint} (protocol ${PROTOCOL_VERSION}, ${engine.info.name}, ${service.health().status})\n`);
   await done;
+  clearInterval(parentWatch);
+}
+
+/**
+ * Whether process `pid` has ended. A signal 0 tells whether the pid exists (EPERM: it exists but is
+ * not ours); a parent that died but is not yet reaped still exists as a zombie, so when `pid` is our
+ * own parent, being reparented (getppid changes) counts as its end too.
+ */
+function parentGone(pid: number): () => boolean {
+  const direct = process.ppid === pid;
+  return () => {
+    if (direct && process.ppid !== pid) return true;
+    try {
+      process.kill(pid, 0);
+      return false;
+    } catch (e) {
+      return (e as NodeJS.ErrnoException).code === "ESRCH";
+    }
+  };
 }
 
 /** A local Python engine worker connected to `endpoint`; its output goes to our stderr. */

@@ -28,6 +28,8 @@ export interface SeqStep {
   seed: number;
   /** At most this many tokens are emitted (the remaining budget), at least 1. */
   maxEmit: number;
+  /** The request's own stop token ids: like EOS, the walk emits one and stops (walk.ts `endsSample`). */
+  stopIds?: readonly number[];
 }
 
 export interface SeqResult {
@@ -47,6 +49,17 @@ export interface Engine {
   /** Roll the sequence back to its first `length` cached tokens. */
   truncate(seqId: number, length: number): void;
   release(seqId: number): void;
+  /** Ids of the sequences whose state the engine holds. */
+  sequences(): number[];
+  /** Bytes of KV cache memory the engine holds now (as last reported, where the cache lives elsewhere). */
+  kvBytes(): number;
+  /**
+   * Frees the KV cache memory (for a trainer that needs the device between rollouts); only with no
+   * sequence held. Resolves to the bytes still held. A later step, or `restoreMemory`, allocates again.
+   */
+  releaseMemory(): Promise<number>;
+  /** Re-allocates what `releaseMemory` freed; resolves to the bytes held. */
+  restoreMemory(): Promise<number>;
   close(): Promise<void>;
 }
 

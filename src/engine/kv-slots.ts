@@ -40,6 +40,18 @@ export class KvSlots {
     return this.ctxCap;
   }
 
+  /** Bytes the key and value buffers hold. */
+  get bytes(): number {
+    let n = 0;
+    for (const b of [...this.keys, ...this.values]) n += b.byteLength;
+    return n;
+  }
+
+  /** The live sequences' ids. */
+  ids(): number[] {
+    return [...this.slotOf.keys()];
+  }
+
   has(seqId: number): boolean {
     return this.slotOf.has(seqId);
   }

@@ -35,5 +35,21 @@ export class NullEngine implements Engine {
     this.lengths.delete(seqId);
   }
 
+  sequences(): number[] {
+    return [...this.lengths.keys()];
+  }
+
+  kvBytes(): number {
+    return 0;
+  }
+
+  async releaseMemory(): Promise<number> {
+    return 0;
+  }
+
+  async restoreMemory(): Promise<number> {
+    return 0;
+  }
+
   async close(): Promise<void> {}
 }

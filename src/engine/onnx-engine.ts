@@ -90,6 +90,35 @@ export class OnnxEngine implements Engine {
     this.kv.release(seqId);
   }
 
+  sequences(): number[] {
+    return this.kv.ids();
+  }
+
+  kvBytes(): number {
+    return this.kv.bytes;
+  }
+
+  /**
+   * The cache grows with the live sequences and already shrinks to nothing when the last one is
+   * released; this drops the buffers and the slot table outright. Ordered after the steps before it.
+   */
+  releaseMemory(): Promise<number> {
+    const run = this.tail.then(() => {
+      if (this.kv.live > 0) throw new EngineError(`cannot release the KV cache while ${this.kv.live} sequence(s) hold it`);
+      this.kv.clear();
+      return this.kv.bytes;
+    });
+    this.tail = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Nothing to allocate ahead: the next step allocates what its sequences need. */
+  restoreMemory(): Promise<number> {
+    const run = this.tail.then(() => this.kv.bytes);
+    this.tail = run.catch(() => undefined);
+    return run;
+  }
+
   /** For benchmarks: a sequence whose past is `length` positions of zeros, without a prefill. */
   fillSynthetic(seqId: number, length: number): void {
     this.kv.fillSynthetic(seqId, length);
@@ -112,7 +141,7 @@ export class OnnxEngine implements Engine {
     if (s.append.length < 1) throw new EngineError(`sequence ${s.seqId}: a step must append at least one token`);
     if (!Number.isInteger(s.maxEmit) || s.maxEmit < 1) throw new EngineError(`sequence ${s.seqId}: maxEmit must be >= 1`);
     const trie = s.trie ?? EMPTY_TRIE;
-    for (const t of [...s.append, ...trie.tokens]) {
+    for (const t of [...s.append, ...trie.tokens, ...(s.stopIds ?? [])]) {
       if (!Number.isInteger(t) || t < 0 || t >= V) {
         throw new EngineError(`sequence ${s.seqId}: token id ${t} is outside the vocabulary [0, ${V})`);
       }
@@ -215,6 +244,7 @@ export class OnnxEngine implements Engine {
       params: s.params,
       seed: s.seed,
       maxEmit: s.maxEmit,
+      stopIds: s.stopIds,
     }));
     const t0 = performance.now();
     const walks = await this.pool.run(jobs, logits, index.length);

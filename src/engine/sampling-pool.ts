@@ -23,6 +23,7 @@ export interface WalkJob {
   params: SamplingParams;
   seed: number;
   maxEmit: number;
+  stopIds?: readonly number[];
 }
 
 export function runWalkJob(job: WalkJob, logits: Float32Array, vocab: number, sampler: Sampler, eosIds: readonly number[]): Walk {
@@ -35,6 +36,7 @@ export function runWalkJob(job: WalkJob, logits: Float32Array, vocab: number, sa
     },
     eosIds,
     job.maxEmit,
+    job.stopIds,
   );
 }
 

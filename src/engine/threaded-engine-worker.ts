@@ -7,6 +7,8 @@ type Message =
   | { type: "step"; id: number; batch: SeqStep[] }
   | { type: "truncate"; id: number; seqId: number; length: number }
   | { type: "release"; id: number; seqId: number }
+  | { type: "release_memory"; id: number }
+  | { type: "restore_memory"; id: number }
   | { type: "close"; id: number };
 
 const { modelDir, threads } = workerData as { modelDir: string; threads?: number };
@@ -25,12 +27,18 @@ OnnxEngine.load(modelDir, { threads }).then(
       tail = tail.then(async () => {
         try {
           switch (m.type) {
+            // every reply, and an unsolicited one after a release, carries the cache's size
             case "step":
-              return port.postMessage({ id: m.id, results: await engine.step(m.batch) });
+              return port.postMessage({ id: m.id, results: await engine.step(m.batch), kvBytes: engine.kvBytes() });
             case "truncate":
               return engine.truncate(m.seqId, m.length);
             case "release":
-              return engine.release(m.seqId);
+              engine.release(m.seqId);
+              return port.postMessage({ id: 0, kvBytes: engine.kvBytes() });
+            case "release_memory":
+              return port.postMessage({ id: m.id, kvBytes: await engine.releaseMemory() });
+            case "restore_memory":
+              return port.postMessage({ id: m.id, kvBytes: await engine.restoreMemory() });
             case "close":
               await engine.close();
               return port.postMessage({ id: m.id });

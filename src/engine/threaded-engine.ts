@@ -15,19 +15,23 @@ import * as path from "node:path";
 import { Worker } from "node:worker_threads";
 import { type Engine, EngineError, type EngineInfo, type SeqResult, type SeqStep } from "./engine";
 
-type Reply = { id: number; results?: SeqResult[]; error?: string; info?: EngineInfo };
+type Reply = { id: number; results?: SeqResult[]; error?: string; info?: EngineInfo; kvBytes?: number };
 
 export class ThreadedEngine implements Engine {
   private readonly lengths = new Map<number, number>();
   private readonly pending = new Map<number, { resolve: (r: Reply) => void; reject: (e: Error) => void }>();
   private nextId = 1;
   private failure?: Error;
+  /** The engine thread's cache size as of its last message. */
+  private kv = 0;
 
   private constructor(
     private readonly worker: Worker,
     readonly info: EngineInfo,
   ) {
     worker.on("message", (m: Reply) => {
+      if (m.kvBytes !== undefined) this.kv = m.kvBytes;
+      if (m.id === 0) return;
       const p = this.pending.get(m.id);
       this.pending.delete(m.id);
       if (m.error !== undefined) p?.reject(new EngineError(m.error));
@@ -71,6 +75,23 @@ export class ThreadedEngine implements Engine {
   release(seqId: number): void {
     this.lengths.delete(seqId);
     this.post({ type: "release", seqId });
+  }
+
+  sequences(): number[] {
+    return [...this.lengths.keys()];
+  }
+
+  kvBytes(): number {
+    return this.kv;
+  }
+
+  async releaseMemory(): Promise<number> {
+    if (this.lengths.size > 0) throw new EngineError(`cannot release the KV cache while ${this.lengths.size} sequence(s) hold it`);
+    return (await this.call({ type: "release_memory" })).kvBytes!;
+  }
+
+  async restoreMemory(): Promise<number> {
+    return (await this.call({ type: "restore_memory" })).kvBytes!;
   }
 
   async close(): Promise<void> {

@@ -43,6 +43,14 @@ interface Pending {
   timer: NodeJS.Timeout;
 }
 
+/** A `release_memory` or `restore_memory` waiting for the worker's answer. */
+interface MemoryPending {
+  type: "release_memory" | "restore_memory";
+  resolve: () => void;
+  reject: (e: Error) => void;
+  timer: NodeJS.Timeout;
+}
+
 interface Worker {
   key: string;
   routingId: Buffer;
@@ -57,6 +65,9 @@ interface Worker {
   lastSent: number;
   alive: boolean;
   pending?: Pending;
+  memoryPending?: MemoryPending;
+  /** The worker's KV cache size, as it last reported it (register, memory replies). */
+  kvBytes: number;
   steps: number;
   /** Sequences whose KV the worker holds. */
   seqs: Set<number>;
@@ -82,6 +93,8 @@ export class WorkerPool implements Engine {
   private sending: Promise<void> = Promise.resolve();
   private registrationWaiters: (() => void)[] = [];
   private tail: Promise<unknown> = Promise.resolve();
+  /** Memory released: a worker that registers meanwhile is told to release its cache too. */
+  private released = false;
   /** A worker was dropped (whoever started its process may kill it: it must not return with stale state). */
   onLost?: (workerId: string, pid: number | null) => void;
 
@@ -152,6 +165,44 @@ export class WorkerPool implements Engine {
     if (w.alive) this.send(w, "release", { seqs: [seqId] });
   }
 
+  sequences(): number[] {
+    return [...this.cached.keys()];
+  }
+
+  kvBytes(): number {
+    return this.live.reduce((n, w) => n + w.kvBytes, 0);
+  }
+
+  /** Every live worker frees its KV cache (ordered after the steps before); a worker lost meanwhile is skipped. */
+  releaseMemory(): Promise<number> {
+    this.released = true;
+    return this.memoryOp("release_memory");
+  }
+
+  restoreMemory(): Promise<number> {
+    this.released = false;
+    return this.memoryOp("restore_memory");
+  }
+
+  private memoryOp(type: MemoryPending["type"]): Promise<number> {
+    const run = this.tail.then(async () => {
+      await Promise.all(this.live.map((w) => this.memoryOn(w, type).catch((e: unknown) => {
+        if (!(e instanceof WorkerLost)) throw e;
+      })));
+      return this.kvBytes();
+    });
+    this.tail = run.catch(() => undefined);
+    return run;
+  }
+
+  private memoryOn(w: Worker, type: MemoryPending["type"]): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => this.lose(w, `${type} ran past ${this.opts.stepTimeoutS}s`), this.opts.stepTimeoutS * 1000);
+      w.memoryPending = { type, resolve, reject, timer };
+      this.send(w, type, {});
+    });
+  }
+
   async close(): Promise<void> {
     this.closed = true;
     clearInterval(this.timer);
@@ -159,6 +210,8 @@ export class WorkerPool implements Engine {
       w.alive = false;
       w.pending?.reject(new EngineError("the server is closing"));
       if (w.pending) clearTimeout(w.pending.timer);
+      w.memoryPending?.reject(new EngineError("the server is closing"));
+      if (w.memoryPending) clearTimeout(w.memoryPending.timer);
     }
     this.sock.close();
   }
@@ -245,6 +298,8 @@ export class WorkerPool implements Engine {
         top_k: s.params.topK,
         seed: s.seed,
         max_emit: s.maxEmit,
+        // optional on the wire: a step without stop ids is what older workers already understand
+        ...(s.stopIds && s.stopIds.length > 0 ? { stop_ids: [...s.stopIds] } : {}),
       };
     });
     return new Promise<SeqResult[]>((resolve, reject) => {
@@ -301,12 +356,28 @@ export class WorkerPool implements Engine {
         return;
       case "step_result":
         return this.onResult(w, body);
+      case "memory_released":
+      case "memory_restored": {
+        w.kvBytes = body.kv_bytes as number;
+        const m = w.memoryPending;
+        if (m && type === (m.type === "release_memory" ? "memory_released" : "memory_restored")) {
+          w.memoryPending = undefined;
+          clearTimeout(m.timer);
+          m.resolve();
+        }
+        return;
+      }
       case "error": {
         const p = w.pending;
+        const m = w.memoryPending;
         if (p && body.step_id === p.stepId) {
           w.pending = undefined;
           clearTimeout(p.timer);
           p.reject(new EngineError(`worker ${w.id}: ${String(body.code)}: ${String(body.message)}`));
+        } else if (m && body.type === m.type) {
+          w.memoryPending = undefined;
+          clearTimeout(m.timer);
+          m.reject(new EngineError(`worker ${w.id}: ${m.type}: ${String(body.code)}: ${String(body.message)}`));
         } else this.opts.log?.(`worker ${w.id} error: ${String(body.code)}: ${String(body.message)}`);
         return;
       }
@@ -347,6 +418,7 @@ export class WorkerPool implements Engine {
       lastSeen: Date.now(),
       lastSent: Date.now(),
       alive: true,
+      kvBytes: typeof b.kv_bytes === "number" ? b.kv_bytes : 0,
       steps: 0,
       seqs: new Set(),
       placed: 0,
@@ -362,6 +434,7 @@ export class WorkerPool implements Engine {
       eosIds: w.eosIds,
     };
     this.send(w, "registered", { worker_id: w.id, heartbeat_interval_s: this.opts.heartbeatIntervalS, worker_timeout_s: this.opts.workerTimeoutS });
+    if (this.released) this.send(w, "release_memory", {}); // its reply updates kvBytes
     this.opts.log?.(`worker ${w.id} registered (${w.model} on ${w.device}, pid ${w.pid ?? "?"})`);
     for (const r of this.registrationWaiters.splice(0)) r();
   }
@@ -420,6 +493,12 @@ export class WorkerPool implements Engine {
     if (p) {
       clearTimeout(p.timer);
       p.reject(new WorkerLost(`worker ${w.id} lost: ${why}`));
+    }
+    const m = w.memoryPending;
+    w.memoryPending = undefined;
+    if (m) {
+      clearTimeout(m.timer);
+      m.reject(new WorkerLost(`worker ${w.id} lost: ${why}`));
     }
     this.onLost?.(w.id, w.pid);
   }

@@ -5,12 +5,13 @@
  * Each loop iteration admits queued requests up to `maxBatch` and runs their prefill as one engine
  * step (which also samples their first token), then one step for the running ones. With a drafter,
  * every step carries each request's proposed trie, verified in the same forward pass; plain decoding
- * is the same step with empty tries. A request ends at its first EOS (kept in its tokens) or at
- * `maxTokens`; every accepted request resolves with a result or rejects with an error, never neither.
+ * is the same step with empty tries. A request ends at its first EOS or stop id (kept in its tokens)
+ * or at `maxTokens`; every accepted request resolves with a result or rejects with an error, never neither.
  */
 import { type DraftRequest, type Drafter, promptKey } from "../drafters/drafter";
 import type { Engine, SeqResult, SeqStep } from "../engine/engine";
 import { EMPTY_TRIE, type Trie, trieDepths } from "../engine/trie";
+import { endsSample } from "../engine/walk";
 import type { SamplingParams } from "../sampling/sampler";
 import { validateParams } from "../sampling/sampler";
 
@@ -21,6 +22,8 @@ export interface RolloutRequest {
   maxTokens: number;
   /** Groups requests for history drafting; defaults to a hash of the prompt tokens. */
   historyKey?: string;
+  /** Token ids that end the sample like an EOS (emitted, finish reason "stop"). */
+  stopIds?: readonly number[];
 }
 
 export type FinishReason = "stop" | "length" | "abort";
@@ -32,6 +35,8 @@ export interface RolloutResult {
   seed: number;
   engineSteps: number;
   acceptedDraftTokens: number;
+  /** Draft tokens verified for the sample (every proposed trie node, accepted or not). */
+  draftTokens: number;
   /** The weight version the sample ran on (pause and bump keep it one version per sample). */
   weightVersion: number;
 }
@@ -84,6 +89,7 @@ interface Active {
   logprobs: number[];
   steps: number;
   accepted: number;
+  drafted: number;
   done: boolean;
   /** Set while the request is in an engine step: an abort or failure then waits for the step. */
   inStep: boolean;
@@ -94,6 +100,9 @@ interface Active {
 }
 
 export class RequestError extends Error {}
+
+/** Asked for in a state that does not allow it (e.g. a memory release while requests run). */
+export class StateError extends Error {}
 
 let nextCoreId = 0;
 
@@ -109,9 +118,15 @@ export class RolloutCore {
   private idleWaiters: (() => void)[] = [];
   /** Stamped on every result; changed only while paused and idle (see `setWeightVersion`). */
   private weightVersion = 0;
+  /** Whether the engine's KV memory is released (see `releaseMemory`). */
+  private memory: "held" | "released" = "held";
+  /** Releases and restores, in the order asked for. */
+  private memoryChain: Promise<unknown> = Promise.resolve();
   onTokens?: (count: number) => void;
   /** After each engine step's results are handed out (a server flushes its outputs here). */
   onStep?: () => void;
+  /** After each engine step that ran, with the number of sequences in it (metrics). */
+  onEngineStep?: (sequences: number) => void;
 
   constructor(
     private readonly engine: Engine,
@@ -133,6 +148,12 @@ export class RolloutCore {
     for (const t of req.promptIds) {
       if (!Number.isInteger(t) || t < 0 || t >= vocabSize) {
         throw new RequestError(`prompt token id ${t} is outside the vocabulary [0, ${vocabSize})`);
+      }
+    }
+    if (req.stopIds !== undefined) {
+      if (!Array.isArray(req.stopIds)) throw new RequestError("stop ids must be a list of token ids");
+      for (const t of req.stopIds) {
+        if (!Number.isInteger(t) || t < 0 || t >= vocabSize) throw new RequestError(`stop token id ${t} is outside the vocabulary [0, ${vocabSize})`);
       }
     }
     if (!Number.isInteger(req.maxTokens) || req.maxTokens < 1) {
@@ -166,7 +187,7 @@ export class RolloutCore {
       maxDepth: 0,
       maxNodes: 0,
     };
-    const a: Active = { id, req, draft, out, logprobs: [], steps: 0, accepted: 0, done: false, inStep: false, admitted: false, events };
+    const a: Active = { id, req, draft, out, logprobs: [], steps: 0, accepted: 0, drafted: 0, done: false, inStep: false, admitted: false, events };
     this.queue.push(a);
     this.byId.set(id, a);
     this.kick();
@@ -217,6 +238,49 @@ export class RolloutCore {
   setWeightVersion(v: number): void {
     if (!this.paused || this.running.length > 0 || this.looping) throw new Error("the weight version changes only while paused and idle");
     this.weightVersion = v;
+  }
+
+  get memoryState(): "held" | "released" {
+    return this.memory;
+  }
+
+  /**
+   * Frees the engine's KV cache memory; only while paused and idle, like a weight change. Resolves
+   * to the bytes the engine still holds. Requests keep queueing while paused; the first engine step
+   * after a resume restores the memory itself if `restoreMemory` was not called, so a request that
+   * arrives while the memory is released waits for the restore, never fails for it.
+   */
+  releaseMemory(): Promise<number> {
+    if (!this.paused || this.running.length > 0 || this.looping) return Promise.reject(new StateError("memory is released only while paused and idle (wait for the paused reply)"));
+    this.memory = "released";
+    return this.memoryOp(() => this.engine.releaseMemory());
+  }
+
+  /** Re-allocates the engine's KV cache memory; resolves to the bytes it holds. */
+  restoreMemory(): Promise<number> {
+    this.memory = "held";
+    return this.memoryOp(() => this.engine.restoreMemory());
+  }
+
+  private memoryOp(op: () => Promise<number>): Promise<number> {
+    const run = this.memoryChain.then(op);
+    this.memoryChain = run.catch(() => undefined);
+    return run;
+  }
+
+  /**
+   * Releases the engine state of every sequence no running request holds (there should be none: a
+   * request's end releases its sequence; this is a defensive reset) and returns how many there were.
+   */
+  clearKv(): number {
+    const held = new Set(this.running.filter((a) => !a.done).map((a) => a.id));
+    let released = 0;
+    for (const id of this.engine.sequences()) {
+      if (held.has(id)) continue;
+      this.engine.release(id);
+      released++;
+    }
+    return released;
   }
 
   get counts(): { queued: number; running: number } {
@@ -326,9 +390,13 @@ export class RolloutCore {
       params: a.req.params,
       seed: a.req.seed,
       maxEmit: a.req.maxTokens - a.out.length,
+      stopIds: a.req.stopIds,
     }));
     let results: SeqResult[];
     try {
+      // a release still in progress finishes first; a failed restore fails the step's requests
+      await this.memoryChain;
+      if (this.memory === "released") await this.restoreMemory();
       results = await this.engine.step(steps);
     } catch (e) {
       const error = e instanceof Error ? e : new Error(String(e));
@@ -340,6 +408,7 @@ export class RolloutCore {
     this.stats.engineSteps++;
     this.stats.seqSteps += group.length;
     this.stats.peakBatch = Math.max(this.stats.peakBatch, group.length);
+    this.onEngineStep?.(group.length);
     let emitted = 0;
     results.forEach((r, i) => {
       const a = group[i];
@@ -348,6 +417,7 @@ export class RolloutCore {
       a.out.push(...r.tokens);
       a.logprobs.push(...r.logprobs);
       a.accepted += r.accepted;
+      a.drafted += tries[i].tokens.length;
       emitted += r.tokens.length;
       const ds = this.stats.drafter;
       if (ds && tries[i].tokens.length > 0) {
@@ -357,7 +427,7 @@ export class RolloutCore {
       }
       this.spec?.drafter.observe?.(a.id, r.tokens, r.accepted);
       const last = a.out[a.out.length - 1];
-      if (this.engine.info.eosIds.includes(last)) this.end(a, { reason: "stop" });
+      if (endsSample(last, this.engine.info.eosIds, a.req.stopIds)) this.end(a, { reason: "stop" });
       else if (a.out.length >= a.req.maxTokens) this.end(a, { reason: "length" });
       else if (a.pendingEnd) this.end(a, a.pendingEnd);
       else a.events.tokens?.(r.tokens, r.logprobs);
@@ -393,6 +463,7 @@ export class RolloutCore {
       seed: a.req.seed,
       engineSteps: a.steps,
       acceptedDraftTokens: a.accepted,
+      draftTokens: a.drafted,
       weightVersion: this.weightVersion,
     });
   }

@@ -21,7 +21,7 @@ import { DOMAIN_SAMPLE, MAX_SEED, bits53, keyParity, seedKey } from "./threefry"
 export interface SamplingParams {
   temperature: number;
   topP: number;
-  /** -1 or 0 disables top-k. */
+  /** -1 or 0 disables top-k (0 as in vLLM). */
   topK: number;
 }
 
@@ -36,7 +36,7 @@ export function validateParams(p: SamplingParams): SamplingParams {
     throw new RangeError(`top-p must be in (0, 1], got ${p.topP}`);
   }
   if (!Number.isInteger(p.topK) || p.topK < -1) {
-    throw new RangeError(`top-k must be an integer >= -1 (-1 disables it), got ${p.topK}`);
+    throw new RangeError(`top-k must be an integer >= -1 (-1 or 0 disables it), got ${p.topK}`);
   }
   return p;
 }

@@ -10,7 +10,7 @@
 import type { EngineInfo } from "../engine/engine";
 // the engine's info is read on use: a worker pool learns it when its first worker registers
 import { type Body, type Message, PROTOCOL_VERSION, type TypedArray } from "../bridge/wire";
-import { RequestError, type RolloutCore, type RolloutResult } from "../rollout/core";
+import { RequestError, type RolloutCore, type RolloutResult, StateError } from "../rollout/core";
 import { deriveSeed, freshSeed } from "../sampling/seeds";
 
 export type Send = (client: string, type: string, body: Body, arrays?: Record<string, TypedArray>) => void;
@@ -87,7 +87,7 @@ export class RolloutService {
 
   constructor(
     private readonly core: RolloutCore,
-    private readonly engine: { readonly info: EngineInfo },
+    private readonly engine: { readonly info: EngineInfo; kvBytes(): number },
     private readonly send: Send,
     private readonly opts: ServiceOptions,
   ) {
@@ -132,6 +132,21 @@ export class RolloutService {
       case "resume":
         this.core.resume();
         return this.reply(client, "resumed", { weight_version: this.core.version });
+      case "release_memory":
+        if (!this.core.isPaused) return this.error(client, "not_paused", "release_memory needs a paused server (send pause first)", { type: "release_memory" });
+        void this.core.releaseMemory().then(
+          (kv) => this.reply(client, "memory_released", { kv_bytes: kv }),
+          (e: Error) => this.error(client, e instanceof StateError ? "not_paused" : "engine_failed", e.message, { type: "release_memory" }),
+        );
+        return;
+      case "restore_memory":
+        void this.core.restoreMemory().then(
+          (kv) => this.reply(client, "memory_restored", { kv_bytes: kv }),
+          (e: Error) => this.error(client, "engine_failed", e.message, { type: "restore_memory" }),
+        );
+        return;
+      case "clear_kv":
+        return this.reply(client, "kv_cleared", { sequences: this.core.clearKv() });
       case "shutdown":
         void this.shutdown(b.drain !== false).then(() => {
           this.reply(client, "bye", {});
@@ -181,6 +196,8 @@ export class RolloutService {
       clients: this.clientCount(),
       uptime_s: this.uptime(),
       engine: this.engine.info.name,
+      kv_bytes: this.engine.kvBytes(),
+      memory: this.core.memoryState,
     };
   }
 
@@ -199,6 +216,8 @@ export class RolloutService {
       queued,
       clients: this.clientCount(),
       in_flight_requests: this.requests.size,
+      kv_bytes: this.engine.kvBytes(),
+      memory: this.core.memoryState,
       ...this.counters,
       ...this.extraStats?.(),
       drafter: s.drafter
@@ -228,6 +247,9 @@ export class RolloutService {
     const maxTokens = b.max_tokens as number;
     const seed = (b.seed as number | null | undefined) ?? freshSeed();
     const historyKey = (b.history_key as string | null | undefined) ?? undefined;
+    const stopIds = (b.stop_token_ids as number[] | null | undefined) ?? undefined;
+    // explicit per-sample seeds (prompt-major, as the samples are numbered) take the place of the derivation
+    const seeds = (b.seeds as number[] | null | undefined) ?? undefined;
     // ranges are the schema's (wire.ts); the core checks them again with the prompts below
     const params = {
       temperature: (b.temperature as number | undefined) ?? 1,
@@ -235,6 +257,9 @@ export class RolloutService {
       topK: (b.top_k as number | undefined) ?? -1,
     };
     if (lengths.length >= 2 ** 32 || n >= 2 ** 32) return fail("invalid_request", "too many prompts or samples");
+    if (seeds && seeds.length !== lengths.length * n) {
+      return fail("invalid_request", `seeds holds ${seeds.length} seeds for ${lengths.length} prompt(s) x ${n} samples`);
+    }
     const prompts: number[][] = [];
     let at = 0;
     for (const len of lengths) {
@@ -242,7 +267,7 @@ export class RolloutService {
       at += len;
     }
     const reqs = prompts.flatMap((promptIds, j) =>
-      Array.from({ length: n }, (_, i) => ({ j, i, req: { promptIds, params, seed: deriveSeed(seed, j, i), maxTokens, historyKey } })),
+      Array.from({ length: n }, (_, i) => ({ j, i, req: { promptIds, params, seed: seeds ? seeds[j * n + i] : deriveSeed(seed, j, i), maxTokens, historyKey, stopIds } })),
     );
     for (const { j, req } of reqs) {
       try {
@@ -318,6 +343,7 @@ export class RolloutService {
         weight_version: res.weightVersion,
         engine_steps: res.engineSteps,
         accepted_draft_tokens: res.acceptedDraftTokens,
+        draft_tokens: res.draftTokens,
       },
       tokens,
       res.logprobs.slice(s.sent),

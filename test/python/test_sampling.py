@@ -69,3 +69,16 @@ def test_bad_params_are_rejected(kwargs, match):
 def test_bad_seed_is_rejected():
     with pytest.raises(ValueError, match="seed"):
         uniforms(2**53, 0, np.arange(3))
+
+
+def test_top_k_zero_is_off_exactly_as_minus_one():
+    v = json.loads(vectors.VECTORS.read_text())
+    assert any(c["params"]["top_k"] == 0 for c in v["samples"]), "no top_k 0 vector"
+    logits = (np.sin(np.arange(500) * 1.7) * 3).astype(np.float32)
+    for t, p in [(1.0, 1.0), (0.7, 0.9), (0.0, 1.0)]:
+        off, zero = SamplingParams(t, p, -1), SamplingParams(t, p, 0)
+        np.testing.assert_array_equal(processed_logprobs(logits, zero), processed_logprobs(logits, off))
+        for pos in range(50):
+            assert sample(logits, zero, 11, pos) == sample(logits, off, 11, pos)
+    flat = processed_logprobs(np.zeros(500, np.float32), SamplingParams(top_k=0))
+    np.testing.assert_allclose(flat, -np.log(500), atol=1e-12)

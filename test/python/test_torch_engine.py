@@ -255,6 +255,62 @@ def test_a_batch_of_tries_and_plain_sequences(fresh):
     assert [out[i] for i in range(len(PROMPTS))] == want
 
 
+def test_stop_ids_end_a_sample_mid_trie_as_eos_does(fresh):
+    """A request's stop id ends the walk where it is sampled, also inside a draft chain that goes on."""
+    prompt, seed = PROMPTS[0], 77
+    want, want_lps = plain(fresh, 0, prompt, T1, seed, 40)
+    fresh.release(0)
+    k = next(i for i in range(4, len(want) - 4) if want[i] not in want[:i] and want[i] not in EOS)
+    stop = want[k]
+    chain = want[: k + 4]  # the drafts run past the stop token
+    step = SeqStep(
+        seq_id=1,
+        append=list(prompt),
+        trie_tokens=chain,
+        trie_parents=list(range(-1, len(chain) - 1)),
+        params=T1,
+        seed=seed,
+        max_emit=40,
+        stop_ids=[stop],
+    )
+    (r,) = fresh.step([step])
+    assert r.tokens == want[: k + 1] and r.accepted == k
+    np.testing.assert_allclose(r.log_probs, want_lps[: k + 1], atol=1e-5)
+    assert fresh.cached_length(1) == len(prompt) + k  # the stop token's KV is not kept, as after EOS
+    fresh.release(1)
+    # plain steps with the same stop id end at the same token
+    out: list[int] = []
+    append = list(prompt)
+    while not out or out[-1] != stop:
+        (r,) = fresh.step(
+            [SeqStep(seq_id=2, append=append, params=T1, seed=seed, max_emit=1, stop_ids=[stop])]
+        )
+        out += r.tokens
+        append = r.tokens
+        assert len(out) <= k + 1
+    assert out == want[: k + 1]
+    fresh.release(2)
+    with pytest.raises(InvalidRequest, match="outside the vocabulary"):
+        fresh.step([SeqStep(seq_id=3, append=[1], seed=1, max_emit=1, stop_ids=[fresh.vocab_size])])
+    assert fresh.live == 0
+
+
+def test_step_messages_carry_optional_stop_ids():
+    from specactor.worker.process import check_body, parse_step
+
+    spec = {"seq": 4, "num_append": 2, "trie_parents": [-1], "temperature": 1, "top_p": 1, "top_k": 0}
+    spec |= {"seed": 9, "max_emit": 3}
+    arrays = {"append_ids": np.array([5, 6], np.int32), "trie_tokens": np.array([7], np.int32)}
+    for extra, stop_ids in [({}, []), ({"stop_ids": [3, 8]}, [3, 8])]:
+        m = wire.decode(wire.encode("step", {"step_id": 1, "seqs": [spec | extra]}, arrays))
+        check_body("step", m.body)
+        (s,) = parse_step(m.body)
+        assert s.stop_ids == stop_ids and s.params.top_k == 0 and s.trie_tokens == [7]
+    bad = wire.decode(wire.encode("step", {"step_id": 1, "seqs": [spec | {"stop_ids": [-2]}]}, arrays))
+    with pytest.raises(wire.WireError, match="stop_ids"):
+        check_body("step", bad.body)
+
+
 # -- (d) truncate ---------------------------------------------------------------------------------------
 
 
@@ -558,3 +614,17 @@ def test_in_process_worker_heartbeats_while_computing_and_exits_on_silence(fresh
     finally:
         worker.stop()
         server.close()
+
+
+def test_release_and_restore_memory(fresh):
+    held = fresh.kv_bytes
+    want = plain(fresh, 0, PROMPTS[0], T1, 8, 12)[0]
+    with pytest.raises(InvalidRequest, match="sequence"):
+        fresh.release_memory()  # sequence 0 is live
+    fresh.release(0)
+    assert fresh.release_memory() == 0 and fresh.kv_bytes == 0 and fresh.memory_released
+    assert fresh.restore_memory() == held and not fresh.memory_released
+    assert all(not k.any() for k in fresh.keys)  # zero-filled again
+    fresh.release_memory()
+    assert plain(fresh, 0, PROMPTS[0], T1, 8, 12)[0] == want  # a step restores it first
+    assert fresh.kv_bytes == held

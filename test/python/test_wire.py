@@ -24,6 +24,9 @@ CLIENT_TYPES = {
     "bump",
     "resume",
     "shutdown",
+    "release_memory",
+    "restore_memory",
+    "clear_kv",
 }
 SERVER_TYPES = {
     "welcome",
@@ -36,6 +39,9 @@ SERVER_TYPES = {
     "paused",
     "bumped",
     "resumed",
+    "memory_released",
+    "memory_restored",
+    "kv_cleared",
     "bye",
     "error",
 }

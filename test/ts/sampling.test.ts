@@ -138,3 +138,20 @@ test("the same (seed, position) gives the same token; the position changes the n
   const others = new Set(Array.from({ length: 20 }, (_, t) => s.sample(logits, { temperature: 1, topP: 1, topK: -1 }, 5, 11 + t).token));
   assert.ok(others.size > 10);
 });
+
+test("top-k 0 is off, exactly as -1 (vLLM's convention); the shared vectors hold a top-k 0 case", () => {
+  assert.ok(V.samples.some((c: { params: { top_k: number } }) => c.params.top_k === 0), "no top_k 0 vector");
+  assert.equal(validateParams({ temperature: 1, topP: 1, topK: 0 }).topK, 0);
+  const V_ = 500;
+  const s = new Sampler(V_);
+  const logits = Float32Array.from({ length: V_ }, (_, i) => Math.sin(i * 1.7) * 3);
+  for (const [t, p] of [[1, 1], [0.7, 0.9], [0, 1]] as const) {
+    const off = { temperature: t, topP: p, topK: -1 };
+    const zero = { temperature: t, topP: p, topK: 0 };
+    assert.deepEqual(s.processedLogprobs(logits, zero), s.processedLogprobs(logits, off));
+    for (let pos = 0; pos < 50; pos++) assert.deepEqual(s.sample(logits, zero, 11, pos), s.sample(logits, off, 11, pos));
+  }
+  // and 0 is not "keep nothing" nor top-1: a flat distribution keeps every token
+  const flat = s.processedLogprobs(new Float32Array(V_), { temperature: 1, topP: 1, topK: 0 });
+  assert.ok([...flat].every((x) => Math.abs(x + Math.log(V_)) < 1e-12));
+});

@@ -87,6 +87,59 @@ for (const [name, params] of PARAMS) {
   });
 }
 
+/** Records whether a proposal carried `stop` with a child below it (a draft running past the stop). */
+class RecordingDrafter implements Drafter {
+  readonly name = "recording";
+  pastStop = 0;
+  constructor(private readonly inner: Drafter, private readonly stopOf: Map<number, number>) {}
+  async propose(reqs: DraftRequest[]): Promise<Trie[]> {
+    const tries = await this.inner.propose(reqs);
+    tries.forEach((t, i) => {
+      const stop = this.stopOf.get(reqs[i].seed);
+      if (t.tokens.some((tok, k) => tok === stop && t.parents.includes(k))) this.pastStop++;
+    });
+    return tries;
+  }
+}
+
+test("per-request stop ids: plain and speculative end at the stop id, identically, when drafts run past it", async () => {
+  const params: SamplingParams = { temperature: 1, topP: 1, topK: -1 };
+  const reqs = requests(params, 40, 2);
+  const free = await rollout(reqs);
+  const truth = new Map(reqs.map((r, i) => [r.seed, free.results[i].tokenIds]));
+  // each request's stop id: a token first seen mid-output, so that plain would go on past it
+  const stopOf = new Map<number, number>();
+  const stopped = reqs.map((r, i) => {
+    const out = free.results[i].tokenIds;
+    const k = out.findIndex((t, at) => at >= 4 && at < out.length - 4 && !out.slice(0, at).includes(t) && !engine.info.eosIds.includes(t));
+    assert.ok(k > 0, `request ${i} has no usable stop token`);
+    stopOf.set(r.seed, out[k]);
+    return { ...r, stopIds: [out[k], engine.info.vocabSize - 1] };
+  });
+  const plain = await rollout(stopped);
+  plain.results.forEach((r, i) => {
+    const out = free.results[i].tokenIds;
+    const k = out.indexOf(stopOf.get(reqs[i].seed)!);
+    assert.deepEqual(r.tokenIds, out.slice(0, k + 1), `request ${i} ends at its stop id`);
+    assert.equal(r.finishReason, "stop");
+  });
+  const drafter = new RecordingDrafter(new OracleDrafter(truth, 0), stopOf);
+  for (const eng of [engine, await ThreadedEngine.load(tinyDir(), { threads: 1 })]) {
+    const core = new RolloutCore(eng, 5, { drafter, draftLen: 6, maxNodes: 10 });
+    const spec = await Promise.all(stopped.map((r) => core.submit(r)));
+    spec.forEach((r, i) => {
+      assert.deepEqual(r.tokenIds, plain.results[i].tokenIds, `request ${i}`);
+      assert.equal(r.finishReason, "stop");
+      r.logprobs.forEach((lp, k) => assert.ok(Math.abs(lp - plain.results[i].logprobs[k]) < 1e-4));
+    });
+    if (eng !== engine) await eng.close();
+  }
+  assert.ok(drafter.pastStop > 0, "no draft ran past a stop id: the test shows nothing");
+  // out of the vocabulary: refused before anything runs
+  const core = new RolloutCore(engine, 5);
+  assert.throws(() => core.check({ ...reqs[0], stopIds: [engine.info.vocabSize] }), /stop token id/);
+});
+
 test("budget clipping: drafts never run past max tokens, and short budgets still match", async () => {
   const reqs = requests({ temperature: 1, topP: 1, topK: -1 }, 7, 2);
   const plain = await rollout(reqs);
@@ -189,6 +242,18 @@ class WrappedEngine implements Engine {
   }
   release(id: number) {
     this.inner.release(id);
+  }
+  sequences() {
+    return this.inner.sequences();
+  }
+  kvBytes() {
+    return this.inner.kvBytes();
+  }
+  releaseMemory() {
+    return this.inner.releaseMemory();
+  }
+  restoreMemory() {
+    return this.inner.restoreMemory();
   }
   close() {
     return this.inner.close();

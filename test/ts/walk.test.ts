@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { walkTrie } from "../../src/engine/walk";
+import { endsSample, walkTrie } from "../../src/engine/walk";
 import { trieDepths, triePath } from "../../src/engine/trie";
 
 /** A "target" that samples a fixed continuation: the token after k emitted tokens is seq[k]. */
@@ -47,4 +47,15 @@ test("malformed tries are rejected", () => {
   assert.throws(() => trieDepths({ tokens: [1, 2], parents: [-1] }), /parents/);
   assert.throws(() => trieDepths({ tokens: [1, 2], parents: [1, -1] }), /precede/);
   assert.deepEqual(trieDepths({ tokens: [1, 2, 3, 4], parents: [-1, 0, -1, 1] }), [1, 2, 1, 3]);
+});
+
+test("a stop id ends the walk like EOS: emitted, nothing after it, in any branch", () => {
+  // root -> 5 -> {6 -> 7, 42 -> 8}; 42 is a stop id sitting mid-branch
+  const trie = { tokens: [5, 6, 42, 7, 8], parents: [-1, 0, 0, 1, 2] };
+  const w = walkTrie(trie, oracle(trie, [5, 42, 8, 9]), [99], 10, [42]);
+  assert.deepEqual(w.tokens, [5, 42]);
+  assert.deepEqual(w.acceptedNodes, [0]); // as after EOS: the stop token's KV is never needed
+  // without the stop id the same walk goes on through the branch
+  assert.deepEqual(walkTrie(trie, oracle(trie, [5, 42, 8, 9]), [99], 10).tokens, [5, 42, 8, 9]);
+  assert.ok(endsSample(99, [99]) && endsSample(42, [99], [42]) && !endsSample(42, [99]));
 });

@@ -32,7 +32,7 @@ function jsonForm(v: unknown): unknown {
 test("message vectors cover every protocol type and every decode error code", () => {
   assert.equal(file.protocol, 1);
   const types = new Set(file.messages.filter((m) => m.valid).map((m) => m.type));
-  for (const t of ["hello", "generate", "abort", "health", "stats", "ping", "pause", "bump", "resume", "shutdown", "welcome", "accepted", "outputs", "aborted", "pong", "paused", "bumped", "resumed", "bye", "error"]) {
+  for (const t of ["hello", "generate", "abort", "health", "stats", "ping", "pause", "bump", "resume", "shutdown", "release_memory", "restore_memory", "clear_kv", "welcome", "accepted", "outputs", "aborted", "pong", "paused", "bumped", "resumed", "memory_released", "memory_restored", "kv_cleared", "bye", "error"]) {
     assert.ok(types.has(t), `no valid vector of type ${t}`);
     assert.ok(SCHEMA[t], `schema lacks ${t}`);
   }

@@ -13,6 +13,10 @@ last sequence into the freed slot (an in-place copy), so a step over every live 
 past as a view. A step's past is ``[:, :, :P]`` of the batch's slots (``P`` the longest cached
 length in the batch): a view when the slots form a contiguous range, else a gather. New KV is written
 in place, by an index copy of the kept rows. Memory: ``2 * L * S * KV * C * D * itemsize`` bytes.
+:meth:`TorchEngine.release_memory` frees it (with no live sequence; on CUDA it also returns the
+cached blocks to the driver) for a trainer that needs the device between rollouts, and
+:meth:`TorchEngine.restore_memory` allocates it again, zero-filled; a step on a released engine
+restores it first.
 
 **A step** (B sequences; sequence i has ``cached_i`` cached tokens, ``A_i`` appended tokens and a trie
 of ``K_i`` nodes; ``N = max_i (A_i + K_i)``, ``P = max_i cached_i``): one forward pass over ``[B, N]``
@@ -32,8 +36,9 @@ new tokens, ragged sequences padded exactly like onnx-engine.ts:
 absolute position ``cached + A`` and node k's row position ``cached + A + depth(k)``, with
 :func:`specactor.sampling.sample` (bit-exact with TypeScript). From the root: sample the current
 node's row; emit the token; stop after an EOS or ``max_emit`` tokens; if a child of the current node
-carries the token, descend to it (an accepted draft token) and repeat, otherwise stop. Only rows the
-walk visits are sampled.
+carries the token, descend to it (an accepted draft token) and repeat, otherwise stop. A request's
+``stop_ids`` end it like an EOS (the stop token is emitted, nothing after it). Only rows the walk
+visits are sampled.
 
 **KV kept**: the ``A`` appended tokens, then the accepted trie nodes (root-most first), at positions
 ``cached .. cached + A + accepted - 1``. The last emitted token is not cached: the next step appends
@@ -85,6 +90,7 @@ class SeqStep:
     params: SamplingParams = field(default_factory=SamplingParams)
     seed: int
     max_emit: int  # at most this many tokens are emitted, at least 1
+    stop_ids: list[int] = field(default_factory=list)  # end the sample like an EOS (emitted)
 
 
 @dataclass
@@ -124,8 +130,11 @@ def walk_trie(
     sample_at: Callable[[int], tuple[int, float]],
     eos_ids: Sequence[int],
     max_emit: int,
+    stop_ids: Sequence[int] = (),
 ) -> Walk:
-    """The walk of ``src/engine/walk.ts``; ``sample_at(node)`` samples a row (-1: the root)."""
+    """The walk of ``src/engine/walk.ts``; ``sample_at(node)`` samples a row (-1: the root). It stops
+    after a token that ends the sample (an EOS id or one of the request's ``stop_ids``, emitted) or
+    ``max_emit`` tokens."""
     children: list[list[int]] = [[] for _ in range(len(tokens) + 1)]
     for i, p in enumerate(parents):
         children[p + 1].append(i)
@@ -135,7 +144,7 @@ def walk_trie(
         token, logprob = sample_at(node)
         walk.tokens.append(token)
         walk.log_probs.append(logprob)
-        if token in eos_ids or len(walk.tokens) >= max_emit:
+        if token in eos_ids or token in stop_ids or len(walk.tokens) >= max_emit:
             return walk
         nxt = next((c for c in children[node + 1] if tokens[c] == token), None)
         if nxt is None:
@@ -219,14 +228,19 @@ class TorchEngine:
         # every parameter under its HF name (tied weights under each of their names)
         self._params: dict[str, torch.Tensor] = dict(self.hf_model.state_dict(keep_vars=True))
 
-        S, KV, C, D = max_batch, self.num_kv_heads, max_context, self.head_dim
-        kw: dict[str, Any] = {"dtype": self.dtype, "device": self.device}
-        self.keys: list[torch.Tensor] = [torch.zeros(S, KV, C, D, **kw) for _ in range(self.num_layers)]
-        self.values: list[torch.Tensor] = [torch.zeros(S, KV, D, C, **kw) for _ in range(self.num_layers)]
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+        self._allocate()
         self._slot_of: dict[int, int] = {}
         self._seq_at: list[int] = []  # slot -> sequence, slots [0, live)
         self._lengths: list[int] = []  # slot -> cached length
         self._lock = threading.RLock()
+
+    def _allocate(self) -> None:
+        S, KV, C, D = self.max_batch, self.num_kv_heads, self.max_context, self.head_dim
+        kw: dict[str, Any] = {"dtype": self.dtype, "device": self.device}
+        self.keys = [torch.zeros(S, KV, C, D, **kw) for _ in range(self.num_layers)]
+        self.values = [torch.zeros(S, KV, D, C, **kw) for _ in range(self.num_layers)]
 
     # -- description ---------------------------------------------------------------------------------
 
@@ -287,6 +301,30 @@ class TorchEngine:
             self._seq_at.clear()
             self._lengths.clear()
 
+    # -- memory --------------------------------------------------------------------------------------
+
+    @property
+    def memory_released(self) -> bool:
+        return not self.keys
+
+    def release_memory(self) -> int:
+        """Free the KV cache; returns the bytes still held (0). Refused while a sequence is live: its
+        cached tokens would be lost."""
+        with self._lock:
+            if self._seq_at:
+                raise InvalidRequest(f"cannot release the KV cache while {self.live} sequence(s) hold it")
+            self.keys, self.values = [], []
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            return self.kv_bytes
+
+    def restore_memory(self) -> int:
+        """Allocate the KV cache again if it was released; returns the bytes held."""
+        with self._lock:
+            if self.memory_released:
+                self._allocate()
+            return self.kv_bytes
+
     # -- weights -------------------------------------------------------------------------------------
 
     def load_weights(
@@ -346,7 +384,7 @@ class TorchEngine:
                 raise InvalidRequest(
                     f"sequence {sid}: trie has {len(s.trie_tokens)} tokens but {len(s.trie_parents)} parents"
                 )
-            for t in (*s.append, *s.trie_tokens):
+            for t in (*s.append, *s.trie_tokens, *s.stop_ids):
                 if not _is_int(t) or not 0 <= t < V:
                     raise InvalidRequest(f"sequence {sid}: token id {t!r} is outside the vocabulary [0, {V})")
             d = trie_depths(s.trie_parents)
@@ -368,6 +406,7 @@ class TorchEngine:
             return []
         with self._lock, torch.no_grad():
             request_depths = self._validate(seqs)
+            self.restore_memory()
             fresh = [s.seq_id for s in seqs if s.seq_id not in self._slot_of]
             for sid in fresh:
                 self._slot_of[sid] = len(self._seq_at)
@@ -458,7 +497,9 @@ class TorchEngine:
                     return sample(rows[first], s.params, s.seed, pos)
                 return sample(rows[first + 1 + node], s.params, s.seed, pos + d[node])
 
-            walks.append(walk_trie(s.trie_tokens, s.trie_parents, sample_at, self.eos_ids, s.max_emit))
+            walks.append(
+                walk_trie(s.trie_tokens, s.trie_parents, sample_at, self.eos_ids, s.max_emit, s.stop_ids)
+            )
 
         # keep the KV of the appended tokens and of the accepted path only
         results: list[SeqResult | None] = [None] * B

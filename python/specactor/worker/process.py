@@ -10,7 +10,8 @@ EOS ids, pid). The server answers ``registered`` with the worker's id, the heart
 worker timeout; the command prints one line ``registered worker_id=...`` to stdout then. From then on
 it serves, one at a time and in order: ``step`` (answered by ``step_result``, results in ``seqs``
 order, or by ``error`` with the ``step_id``), ``truncate`` and ``release`` (answered only when they
-fail). A failing message never stops the worker:
+fail), ``release_memory`` and ``restore_memory`` (answered by ``memory_released`` /
+``memory_restored`` with the engine's ``kv_bytes``, or by ``error``). A failing message never stops the worker:
 
     malformed (frames, body, fields)   error bad_frame / unknown_type / bad_message
     a step the engine cannot serve     error invalid_request (tokens, context, slots, duplicates, ...)
@@ -85,9 +86,10 @@ SEQ_SPEC = Record(
         "trie_parents": F(ListOf(Int(ge=-1))),
         "temperature": F(Float(ge=0)),
         "top_p": F(Float(gt=0, le=1)),
-        "top_k": F(Int(ge=1, also=(-1,))),
+        "top_k": F(Int(ge=0, also=(-1,))),
         "seed": F(Int(ge=0, lt=wire.SEED_LIMIT)),
         "max_emit": F(Int(ge=1)),
+        "stop_ids": F(ListOf(Int(ge=0)), required=False, default=[]),
     }
 )
 BODIES: dict[str, Record] = {
@@ -108,6 +110,8 @@ BODIES: dict[str, Record] = {
     ),
     "truncate": Record({"seq": F(Int()), "length": F(Int(ge=0))}),
     "release": Record({"seqs": F(ListOf(Int()))}),
+    "release_memory": Record(),
+    "restore_memory": Record(),
     "heartbeat": Record(),
 }
 
@@ -146,6 +150,7 @@ def parse_step(body: dict[str, Any]) -> list[SeqStep]:
                 params=SamplingParams(temperature=s["temperature"], top_p=s["top_p"], top_k=s["top_k"]),
                 seed=s["seed"],
                 max_emit=s["max_emit"],
+                stop_ids=list(s.get("stop_ids", [])),
             )
         )
         a, t = a + na, t + nt
@@ -223,6 +228,7 @@ class Worker:
             "vocab_size": e.vocab_size,
             "eos_ids": list(e.eos_ids),
             "pid": os.getpid(),
+            "kv_bytes": e.kv_bytes,
         }
 
     def start(self, *, wait: bool = True, timeout: float | None = None) -> None:
@@ -428,6 +434,10 @@ class Worker:
             elif kind == "release":
                 for seq in body["seqs"]:
                     self.engine.release(seq)
+            elif kind == "release_memory":
+                return wire.encode("memory_released", {"kv_bytes": self.engine.release_memory()})
+            elif kind == "restore_memory":
+                return wire.encode("memory_restored", {"kv_bytes": self.engine.restore_memory()})
             return None
         except wire.WireError as e:
             log.warning("malformed %s: %s", kind, e)
