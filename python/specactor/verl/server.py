@@ -1,0 +1,252 @@
+"""The Ray actor veRL talks to: one SpecActor rollout server (a node process) and its client.
+
+veRL's agent loops call ``generate(prompt_ids, sampling_params, request_id, ...)`` on this actor
+(token in, token out) and its replica fans the lifecycle calls out to it. The actor starts
+``specactor serve`` as a child process told the actor's pid (``--parent-pid``), so the server exits
+when the actor dies, however it dies, and talks to it over ZeroMQ with the async client.
+
+Admission, as veRL's vLLM server does it: ``abort_all_requests`` closes a gate and pauses the
+server with ``abort`` (running samples end ``aborted`` and keep the tokens generated so far); calls
+arriving behind the closed gate wait for ``resume_generation``, or, with ``reject_request=True``,
+return at once ``aborted`` with no tokens. The server is paused while any reason holds it (an
+abort, released memory) and resumed when the last one is lifted, so a weight sync's
+``release_kv_cache``/``resume_kv_cache`` inside an abort does not let queued calls slip through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Any
+
+from ..client import AsyncRolloutClient, Result
+from ..server_process import ServerProcess
+from .sampling_params import translate
+from .seeds import SeedPolicy
+from .settings import SpecActorSettings, resolve_model
+
+log = logging.getLogger(__name__)
+
+EXTRA_FIELD_KEYS = (
+    "global_steps",
+    "seed",
+    "spec_num_draft_tokens",
+    "spec_num_accepted_tokens",
+    "spec_num_verify_steps",
+)
+
+
+def _cfg(obj: Any, key: str, default: Any = None) -> Any:
+    if isinstance(obj, dict):
+        return obj.get(key, default)
+    return getattr(obj, key, default)
+
+
+class SpecActorServer:
+    """One replica's server. Construct, then ``await launch_server()`` (returns its address)."""
+
+    def __init__(self, config: Any, model_config: Any, replica_rank: int = 0, **_: Any) -> None:
+        self.config = config
+        self.replica_rank = replica_rank
+        self.settings = SpecActorSettings.from_rollout_config(config)
+        self.model = resolve_model(
+            self.settings, _cfg(model_config, "local_path") or _cfg(model_config, "path")
+        )
+        self.prompt_length = int(_cfg(config, "prompt_length", 512))
+        self.response_length = int(_cfg(config, "response_length", 512))
+        self.free_cache_engine = bool(_cfg(config, "free_cache_engine", True))
+        self.seeds = SeedPolicy(
+            reproducible=bool(_cfg(config, "full_determinism", False)),
+            seed=int(_cfg(config, "seed", 0)),
+            n=int(_cfg(config, "n", 1)),
+        )
+        self.global_steps: int | None = None
+        self.process: ServerProcess | None = None
+        self.client: AsyncRolloutClient | None = None
+        self.max_context = 0
+        self._holds: set[str] = set()  # reasons the server is paused: "abort", "memory"
+        self._gate = asyncio.Event()
+        self._gate.set()
+        self._rejecting = False
+        self._control = asyncio.Lock()
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    async def launch_server(self) -> str:
+        if self.process is not None:
+            return self.address
+        args = self.settings.serve_args(self.model, int(_cfg(self.config, "max_num_seqs", 256)))
+        loop = asyncio.get_running_loop()
+        self.process = await loop.run_in_executor(
+            None, lambda: ServerProcess(args, ready_timeout_s=self.settings.ready_timeout_s)
+        )
+        self.client = AsyncRolloutClient(self.process.address, timeout_s=120)
+        welcome = await self.client.connect()
+        self.max_context = int(welcome["model"]["max_context"])
+        log.info("specactor server for replica %d on %s", self.replica_rank, self.process.address)
+        return self.address
+
+    @property
+    def address(self) -> str:
+        assert self.process is not None, "launch_server first"
+        return self.process.address.removeprefix("tcp://")
+
+    def get_server_address(self) -> str:
+        return self.address
+
+    def server_pid(self) -> int | None:
+        return None if self.process is None else self.process.proc.pid
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    async def shutdown(self) -> None:
+        if self.client is not None:
+            await self.client.aclose()
+            self.client = None
+        if self.process is not None:
+            self.process.stop()
+            self.process = None
+
+    def __del__(self) -> None:
+        process = getattr(self, "process", None)
+        if process is not None:
+            process.stop(timeout_s=5)
+
+    # -- generate ----------------------------------------------------------------------------------
+
+    async def generate(
+        self,
+        prompt_ids: list[int],
+        sampling_params: dict[str, Any],
+        request_id: str,
+        image_data: Any = None,
+        video_data: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        from verl.workers.rollout.replica import TokenOutput
+
+        if image_data is not None or video_data is not None or kwargs.get("audio_data") is not None:
+            raise ValueError(
+                "specactor serves text-only models: image, video and audio inputs are not supported"
+            )
+        assert self.client is not None, "launch_server first"
+        req = translate(
+            prompt_ids,
+            sampling_params,
+            prompt_length=self.prompt_length,
+            response_length=self.response_length,
+            max_context=self.max_context,
+        )
+        while not self._gate.is_set():
+            if self._rejecting:
+                return TokenOutput(
+                    token_ids=[], log_probs=[], stop_reason="aborted", extra_fields=self._extra(None)
+                )
+            await self._gate.wait()
+        seed = req.seed if req.seed is not None else self.seeds.seed_for(request_id, req.prompt_ids)
+        steps = self.global_steps
+        results = await self.client.generate(
+            [req.prompt_ids],
+            max_tokens=req.max_tokens,
+            temperature=req.temperature,
+            top_p=req.top_p,
+            top_k=req.top_k,
+            seeds=None if seed is None else [seed],
+            stop_token_ids=req.stop_token_ids,
+        )
+        r = results[0][0]
+        return TokenOutput(
+            token_ids=list(r.token_ids),
+            log_probs=[float(x) for x in r.log_probs],
+            stop_reason="aborted" if r.finish_reason == "abort" else "completed",
+            num_preempted=0,
+            extra_fields=self._extra(r, steps),
+        )
+
+    def _extra(self, r: Result | None, steps: int | None = None) -> dict[str, Any]:
+        """The same keys on every reply: veRL copies each key into the batch, for every sample."""
+        steps = self.global_steps if r is None else steps
+        return {
+            "global_steps": -1 if steps is None else steps,
+            "seed": -1 if r is None else r.seed,
+            "spec_num_draft_tokens": 0 if r is None else r.draft_tokens,
+            "spec_num_accepted_tokens": 0 if r is None else r.accepted_draft_tokens,
+            "spec_num_verify_steps": 0 if r is None else r.engine_steps,
+        }
+
+    # -- what the replica fans out -----------------------------------------------------------------
+
+    async def _hold(self, reason: str, mode: str = "drain") -> None:
+        assert self.client is not None
+        self._holds.add(reason)
+        await self.client.pause(mode)
+
+    async def _release(self, reason: str) -> None:
+        assert self.client is not None
+        self._holds.discard(reason)
+        if not self._holds:
+            await self.client.resume()
+
+    async def abort_all_requests(self, reject_request: bool = False, **_: Any) -> dict[str, Any]:
+        async with self._control:
+            self._rejecting = reject_request
+            self._gate.clear()
+            before = (await self.client.health())["running"] if self.client else 0
+            await self._hold("abort", "abort")
+            return {"aborted_count": before, "request_ids": []}
+
+    async def resume_generation(self) -> None:
+        async with self._control:
+            await self._release("abort")
+            self._rejecting = False
+            self._gate.set()
+
+    async def sleep(self) -> None:
+        if self.free_cache_engine:
+            await self.release_kv_cache()
+
+    async def wake_up(self, tags: list[str] | None = None) -> None:
+        if self.free_cache_engine:
+            await self.resume_kv_cache()
+
+    async def release_kv_cache(self) -> None:
+        """Drains what runs, then frees the engine's KV memory until ``resume_kv_cache``."""
+        async with self._control:
+            if "memory" in self._holds:
+                return
+            await self._hold("memory", "drain")
+            assert self.client is not None
+            await self.client.release_memory()
+
+    async def resume_kv_cache(self) -> None:
+        async with self._control:
+            if "memory" not in self._holds:
+                return
+            assert self.client is not None
+            await self.client.restore_memory()
+            await self._release("memory")
+
+    async def clear_kv_cache(self) -> None:
+        """We keep no prefix cache; this drops any engine state no running request holds."""
+        assert self.client is not None
+        await self.client.clear_kv()
+
+    async def set_global_steps(self, global_steps: int) -> None:
+        self.global_steps = global_steps
+        self.seeds.set_global_steps(global_steps)
+
+    async def start_profile(self, **_: Any) -> None:
+        """Nothing to start: the server's Prometheus metrics (``metrics_port``) run all the time."""
+
+    async def stop_profile(self) -> None:
+        """See ``start_profile``."""
+
+    async def stats(self) -> dict[str, Any]:
+        assert self.client is not None
+        return await self.client.stats()
+
+    async def health(self) -> dict[str, Any]:
+        assert self.client is not None
+        return await self.client.health()

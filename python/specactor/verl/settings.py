@@ -1,0 +1,157 @@
+"""SpecActor's settings inside veRL's rollout config, and the server command line they give.
+
+veRL's ``RolloutConfig`` has no field for us, but it has an extension dict, ``custom``. Our keys live
+under ``custom.specactor``; Hydra needs ``+`` to add keys the schema lacks::
+
+    actor_rollout_ref.rollout.name=specactor \\
+    +actor_rollout_ref.rollout.custom.specactor.mode=vanilla \\
+    +actor_rollout_ref.rollout.custom.specactor.drafter=suffix
+
+Every key, its default and its meaning is in ``SpecActorSettings`` below (and docs/VERL.md). The
+default mode is ``plain``: speculation is opt-in until the cost-model policy is never slower than
+plain on the user's hardware.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+MODES = ("plain", "vanilla", "decoupled")
+DRAFTERS = ("ngram", "suffix", "model")
+ENGINES = ("onnx", "workers")
+MODEL_NAMES = ("tiny", "smollm2")
+
+
+class SettingsError(ValueError):
+    """A ``custom.specactor`` key (or a veRL setting we depend on) has a value we cannot run."""
+
+
+@dataclass(frozen=True)
+class SpecActorSettings:
+    """``actor_rollout_ref.rollout.custom.specactor``: every key is optional."""
+
+    mode: str = "plain"
+    """plain | vanilla (drafter and verifier take turns) | decoupled (the model drafter runs ahead)."""
+    drafter: str | None = None
+    """ngram | suffix | model: the drafter of mode vanilla (decoupled implies model)."""
+    draft_len: int = 4
+    """Deepest draft per verify step."""
+    drafter_model: str | None = None
+    """For drafter model: q8 (the policy's 8-bit copy, default), layers8, or a prepared directory."""
+    model: str | None = None
+    """A prepared model (tiny, smollm2 or a directory with onnx/ and hf/); default: derived from
+    ``actor_rollout_ref.model.path`` when that is a prepared model's ``hf/`` directory."""
+    engine: str = "onnx"
+    """onnx: the in-process ONNX engine; workers: Python torch engine workers started by the server."""
+    workers: int = 1
+    """With engine workers: how many local workers the server starts."""
+    worker_device: str = "cpu"
+    """With engine workers: cpu | cuda."""
+    threads: int | None = None
+    """Engine threads (default: all cores of the node)."""
+    max_batch: int | None = None
+    """Most sequences in one engine step (default: veRL's ``max_num_seqs``, at most 256)."""
+    metrics_port: int | None = None
+    """Serve Prometheus metrics on this port (0: any free port); off by default."""
+    server_args: list[str] = field(default_factory=list)
+    """Extra ``specactor serve`` flags, passed as they are."""
+    ready_timeout_s: float = 900.0
+    """How long the server may take to start (a first start prepares the model)."""
+
+    @classmethod
+    def from_rollout_config(cls, rollout_config: Any) -> SpecActorSettings:
+        custom = _get(rollout_config, "custom") or {}
+        raw = _get(custom, "specactor") or {}
+        if not isinstance(raw, Mapping) and not hasattr(raw, "items"):
+            raise SettingsError(f"actor_rollout_ref.rollout.custom.specactor must be a mapping, got {raw!r}")
+        return cls.from_mapping(dict(raw.items()))
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any]) -> SpecActorSettings:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise SettingsError(
+                f"unknown key(s) in actor_rollout_ref.rollout.custom.specactor: {', '.join(unknown)} "
+                f"(known: {', '.join(sorted(known))})"
+            )
+        values = dict(raw)
+        if "server_args" in values:
+            values["server_args"] = [str(a) for a in values["server_args"] or []]
+        s = cls(**values)
+        s.validate()
+        return s
+
+    def validate(self) -> None:
+        key = "actor_rollout_ref.rollout.custom.specactor"
+        if self.mode not in MODES:
+            raise SettingsError(f"{key}.mode={self.mode!r} is not supported ({', '.join(MODES)})")
+        if self.mode == "vanilla" and self.drafter not in DRAFTERS:
+            raise SettingsError(f"{key}.mode=vanilla needs {key}.drafter, one of {', '.join(DRAFTERS)}")
+        if self.mode == "decoupled" and self.drafter not in (None, "model"):
+            raise SettingsError(f"{key}.mode=decoupled drafts with the model drafter, not {self.drafter!r}")
+        if self.mode == "plain" and self.drafter is not None:
+            raise SettingsError(f"{key}.drafter={self.drafter!r} needs {key}.mode=vanilla or decoupled")
+        if self.engine not in ENGINES:
+            raise SettingsError(f"{key}.engine={self.engine!r} is not supported ({', '.join(ENGINES)})")
+        for name in ("draft_len", "workers"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise SettingsError(f"{key}.{name} must be an integer >= 1, got {v!r}")
+        if self.max_batch is not None and (not isinstance(self.max_batch, int) or self.max_batch < 1):
+            raise SettingsError(f"{key}.max_batch must be an integer >= 1, got {self.max_batch!r}")
+        if self.metrics_port is not None and not (
+            isinstance(self.metrics_port, int) and self.metrics_port >= 0
+        ):
+            raise SettingsError(f"{key}.metrics_port must be an integer >= 0, got {self.metrics_port!r}")
+
+    def serve_args(self, model: str, max_num_seqs: int) -> list[str]:
+        """The ``specactor serve`` flags for these settings (the address and parent pid are added later)."""
+        args = ["--model", model, "--mode", self.mode, "--draft-len", str(self.draft_len)]
+        args += ["--max-batch", str(self.max_batch or max(1, min(max_num_seqs, 256)))]
+        if self.drafter is not None:
+            args += ["--drafter", self.drafter]
+        if self.drafter_model is not None:
+            args += ["--drafter-model", self.drafter_model]
+        if self.engine == "workers":
+            args += [
+                "--engine",
+                "workers",
+                "--workers",
+                str(self.workers),
+                "--worker-device",
+                self.worker_device,
+            ]
+        if self.threads is not None:
+            args += ["--threads", str(self.threads)]
+        if self.metrics_port is not None:
+            args += ["--metrics-port", str(self.metrics_port)]
+        return args + list(self.server_args)
+
+
+def resolve_model(settings: SpecActorSettings, model_path: str | None) -> str:
+    """The prepared model the server runs: ``custom.specactor.model``, else the prepared model whose
+    ``hf/`` directory ``actor_rollout_ref.model.path`` names (veRL loads its tokenizer from there)."""
+    if settings.model is not None:
+        return settings.model
+    if model_path:
+        p = Path(model_path).expanduser()
+        for candidate in (p.parent, p):
+            if (candidate / "onnx" / "model.json").is_file() and (candidate / "hf" / "config.json").is_file():
+                return str(candidate)
+    raise SettingsError(
+        f"actor_rollout_ref.model.path={model_path!r} is not a prepared specactor model. Prepare one "
+        "(`specactor prepare-model smollm2` prints its directory) and point model.path at its hf/ "
+        "directory, or name it with +actor_rollout_ref.rollout.custom.specactor.model=tiny|smollm2|DIR"
+    )
+
+
+def _get(obj: Any, key: str) -> Any:
+    if obj is None:
+        return None
+    if isinstance(obj, Mapping) or hasattr(obj, "keys"):  # a dict or an OmegaConf DictConfig
+        return obj.get(key)
+    return getattr(obj, key, None)  # veRL's config dataclasses
