@@ -132,6 +132,31 @@ def test_an_installed_wheel_runs_its_own_server(fresh_python, tiny_dir, tmp_path
     assert out["tokens"] == expected
 
 
+def test_an_installed_wheel_runs_the_verl_check_command_from_outside_the_clone(fresh_python, tmp_path):
+    """`python -m specactor.verl.check` with the installed package: veRL's agent loop under a local Ray
+    (its workers run the fresh venv's Python too) drives the replica, whose server is the install's."""
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    (work / "p.jsonl").write_text('{"prompt": "What is 2 plus 3?"}\n{"prompt": "Name a colour."}\n')
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("PYTHONPATH", "VIRTUAL_ENV", "SPECACTOR_"))
+    }
+    env["SPECACTOR_CACHE"] = str(tmp_path / "cache")
+    argv = ["--model", "tiny", "--prompts", "p.jsonl", "--n", "2", "--response-length", "8", "--seed", "3"]
+    run([str(fresh_python), "-m", "specactor.verl.check", *argv, "--json", "out.json"], cwd=work, env=env)
+    out = json.loads((work / "out.json").read_text())
+    assert [(s["prompt_index"], s["sample_index"]) for s in out["samples"]] == [
+        (0, 0),
+        (0, 1),
+        (1, 0),
+        (1, 1),
+    ]
+    assert all(
+        1 <= len(s["token_ids"]) <= 8 and len(s["log_probs"]) == len(s["token_ids"]) for s in out["samples"]
+    )
+    assert Path(out["config"]["model"]).is_relative_to(tmp_path / "cache"), out["config"]["model"]
+
+
 def test_the_verl_extra_resolves_with_the_plugin_entry_point():
     """`pip install -e '.[verl]'` gives one environment: every requirement of specactor and of its
     verl extra is met by what is installed, and veRL finds the plugin and can import it."""
