@@ -38,12 +38,13 @@ def test_verl_use_external_modules_registers_it_too():
     assert _resolve(env) == "SpecActorReplica specactor.verl.adapter.ServerAdapter"
 
 
-def test_the_hybrid_adapter_is_an_explicit_error():
+def test_the_trainer_rank_rollout_class_is_our_adapter():
     import specactor.verl  # noqa: F401
-    from verl.workers.rollout.base import get_rollout_class
+    from specactor.verl.adapter import ServerAdapter
+    from verl.workers.rollout.base import BaseRollout, get_rollout_class
 
-    with pytest.raises(NotImplementedError, match="standalone"):
-        get_rollout_class("specactor", "async")(None, None, None)
+    cls = get_rollout_class("specactor", "async")
+    assert cls is ServerAdapter and issubclass(cls, BaseRollout)
 
 
 def test_settings_defaults_and_errors(tiny_dir):
@@ -144,3 +145,16 @@ def test_a_node_without_node_20_fails_fast_with_a_clear_message(tmp_path, monkey
     monkeypatch.setenv("SPECACTOR_NODE", str(old))
     with pytest.raises(ServerStartError, match="needs Node.js >= 20; .* is v18.19.0"):
         ServerProcess(["--model", "tiny"])
+
+
+def test_kv_capacity_follows_verls_rollout_settings(tiny_dir):
+    from types import SimpleNamespace
+
+    from specactor.verl.adapter import kv_capacity
+
+    s = SpecActorSettings()
+    cfg = SimpleNamespace(max_model_len=None, prompt_length=100, response_length=50, max_num_seqs=32)
+    assert kv_capacity(cfg, s, str(tiny_dir), "cpu", "float32") == (32, 150)
+    cfg.max_model_len = 4096  # at most the model's context
+    assert kv_capacity(cfg, s, str(tiny_dir), "cpu", "float32") == (32, 1024)
+    assert kv_capacity(cfg, SpecActorSettings(max_batch=8), str(tiny_dir), "cpu", "float32") == (8, 1024)

@@ -11,6 +11,14 @@ arriving behind the closed gate wait for ``resume_generation``, or, with ``rejec
 return at once ``aborted`` with no tokens. The server is paused while any reason holds it (an
 abort, released memory) and resumed when the last one is lifted, so a weight sync's
 ``release_kv_cache``/``resume_kv_cache`` inside an abort does not let queued calls slip through.
+
+Hybrid engine (``hybrid=True``): the server starts no engine; each trainer rank serves the torch
+engine of its device (a :class:`specactor.worker.Worker` in the rank's process) and registers it at
+:meth:`worker_address`. A weight sync is ``begin_weight_sync`` (every rank; the first one drains
+and pauses the server, so running samples finish on the old weights), each rank's load, then
+``end_weight_sync`` (every rank; the last one bumps the server's weight version to veRL's
+``global_steps`` and lifts the pause). No engine step runs while any rank loads, and every reply
+reports the version its tokens were sampled with as ``extra_fields["global_steps"]``.
 """
 
 from __future__ import annotations
@@ -18,13 +26,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
+import subprocess
+from pathlib import Path
 from typing import Any
 
 from ..client import AsyncRolloutClient, Result
 from ..server_process import ServerProcess
 from .sampling_params import translate
 from .seeds import SeedPolicy
-from .settings import SpecActorSettings, resolve_model
+from .settings import SpecActorSettings, check_hybrid, resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +57,15 @@ def _cfg(obj: Any, key: str, default: Any = None) -> Any:
 class SpecActorServer:
     """One replica's server. Construct, then ``await launch_server()`` (returns its address)."""
 
-    def __init__(self, config: Any, model_config: Any, replica_rank: int = 0, **_: Any) -> None:
+    def __init__(
+        self, config: Any, model_config: Any, replica_rank: int = 0, hybrid: bool = False, **_: Any
+    ) -> None:
         self.config = config
         self.replica_rank = replica_rank
+        self.hybrid = hybrid
         self.settings = SpecActorSettings.from_rollout_config(config)
+        if hybrid:
+            check_hybrid(self.settings, config, model_config)
         self.model = resolve_model(
             self.settings, _cfg(model_config, "local_path") or _cfg(model_config, "path")
         )
@@ -65,7 +81,10 @@ class SpecActorServer:
         self.process: ServerProcess | None = None
         self.client: AsyncRolloutClient | None = None
         self.max_context = 0
-        self._holds: set[str] = set()  # reasons the server is paused: "abort", "memory"
+        self._holds: set[str] = set()  # reasons the server is paused: "abort", "memory", "weights"
+        self.weights_synced = hybrid  # once true, replies report the server's weight version
+        self._sync_version: int | None = None
+        self._sync_done: set[int] = set()
         self._gate = asyncio.Event()
         self._gate.set()
         self._rejecting = False
@@ -76,7 +95,9 @@ class SpecActorServer:
     async def launch_server(self) -> str:
         if self.process is not None:
             return self.address
-        args = self.settings.serve_args(self.model, int(_cfg(self.config, "max_num_seqs", 256)))
+        args = self.settings.serve_args(
+            self.model, int(_cfg(self.config, "max_num_seqs", 256)), hybrid=self.hybrid
+        )
         loop = asyncio.get_running_loop()
         self.process = await loop.run_in_executor(
             None, lambda: ServerProcess(args, ready_timeout_s=self.settings.ready_timeout_s)
@@ -94,6 +115,30 @@ class SpecActorServer:
 
     def get_server_address(self) -> str:
         return self.address
+
+    def worker_address(self) -> str:
+        """Where engine workers register (the endpoint the server bound and logged)."""
+        assert self.process is not None, "launch_server first"
+        for line in self.process.lines:
+            m = re.search(r"workers connect to (tcp://\S+)", line)
+            if m:
+                return m.group(1)
+        raise RuntimeError(f"the server logged no worker address:\n{self.process.log_tail()}")
+
+    def model_dir(self) -> str:
+        """The prepared model's directory, as the server resolved it (a name is prepared first)."""
+        from ..server_process import server_command, server_env
+
+        if (Path(self.model) / "onnx" / "model.json").is_file():
+            return str(Path(self.model).resolve())
+        out = subprocess.run(
+            server_command(["prepare-model", self.model]),
+            env=server_env(),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return out.stdout.strip().splitlines()[-1]
 
     def server_pid(self) -> int | None:
         return None if self.process is None else self.process.proc.pid
@@ -168,6 +213,9 @@ class SpecActorServer:
     def _extra(self, r: Result | None, steps: int | None = None) -> dict[str, Any]:
         """The same keys on every reply: veRL copies each key into the batch, for every sample."""
         steps = self.global_steps if r is None else steps
+        if r is not None and self.weights_synced:
+            # the version the server stamped on the sample's tokens: a sync bumps it to global_steps
+            steps = r.weight_version
         return {
             "global_steps": -1 if steps is None else steps,
             "seed": -1 if r is None else r.seed,
@@ -227,6 +275,36 @@ class SpecActorServer:
             assert self.client is not None
             await self.client.restore_memory()
             await self._release("memory")
+
+    async def begin_weight_sync(self, version: int) -> None:
+        """Every rank calls this before it loads ``version``; the first drains and pauses the server
+        (running samples finish on the old weights; calls that arrive meanwhile wait)."""
+        async with self._control:
+            if self._sync_version == version:
+                return
+            if self._sync_version is not None:
+                raise RuntimeError(
+                    f"weight sync to {version} began while the sync to {self._sync_version} is unfinished"
+                )
+            self._sync_version, self._sync_done = version, set()
+            await self._hold("weights", "drain")
+
+    async def end_weight_sync(self, version: int, rank: int, ranks: int) -> int:
+        """Every rank calls this once its engine holds ``version``; the last one bumps the server's
+        weight version and lifts the pause. Returns the server's weight version."""
+        async with self._control:
+            if self._sync_version != version:
+                raise RuntimeError(f"end_weight_sync({version}) with no sync to {version} begun")
+            self._sync_done.add(rank)
+            assert self.client is not None
+            if len(self._sync_done) < ranks:
+                return int((await self.client.health())["weight_version"])
+            bumped = await self.client.bump(version)
+            self.weights_synced = True
+            await self.set_global_steps(version)
+            self._sync_version = None
+            await self._release("weights")
+            return bumped
 
     async def clear_kv_cache(self) -> None:
         """We keep no prefix cache; this drops any engine state no running request holds."""

@@ -108,15 +108,23 @@ class SpecActorSettings:
         ):
             raise SettingsError(f"{key}.metrics_port must be an integer >= 0, got {self.metrics_port!r}")
 
-    def serve_args(self, model: str, max_num_seqs: int) -> list[str]:
-        """The ``specactor serve`` flags for these settings (the address and parent pid are added later)."""
+    def batch(self, max_num_seqs: int) -> int:
+        return self.max_batch or max(1, min(max_num_seqs, 256))
+
+    def serve_args(self, model: str, max_num_seqs: int, *, hybrid: bool = False) -> list[str]:
+        """The ``specactor serve`` flags for these settings (the address and parent pid are added later).
+
+        ``hybrid``: the engines are the trainer ranks' workers, which register after the server is
+        ready, so the server starts none and is ready with none."""
         args = ["--model", model, "--mode", self.mode, "--draft-len", str(self.draft_len)]
-        args += ["--max-batch", str(self.max_batch or max(1, min(max_num_seqs, 256)))]
+        args += ["--max-batch", str(self.batch(max_num_seqs))]
         if self.drafter is not None:
             args += ["--drafter", self.drafter]
         if self.drafter_model is not None:
             args += ["--drafter-model", self.drafter_model]
-        if self.engine == "workers":
+        if hybrid:
+            args += ["--engine", "workers", "--workers", "0", "--min-workers", "0"]
+        elif self.engine == "workers":
             args += [
                 "--engine",
                 "workers",
@@ -130,6 +138,56 @@ class SpecActorSettings:
         if self.metrics_port is not None:
             args += ["--metrics-port", str(self.metrics_port)]
         return args + list(self.server_args)
+
+
+HYBRID_DTYPES = ("float32", "float64")
+
+
+def check_hybrid(settings: SpecActorSettings, rollout_config: Any, model_config: Any) -> None:
+    """What the hybrid engine (weights synced from the trainer ranks) cannot run, refused at start-up
+    with the setting named: the replica and every trainer rank's adapter call this."""
+    key = "actor_rollout_ref.rollout.custom.specactor"
+    if settings.mode == "decoupled" or settings.drafter == "model":
+        # the model drafters (the 8-bit copy, the truncated layers) are derived from the policy when
+        # the model is prepared; nothing rebuilds them from synced weights, so they would draft for a
+        # stale policy (exact, but ever slower) with no sign of it
+        raise SettingsError(
+            f"{key}.mode={settings.mode} drafter={settings.drafter or 'model'}: the model drafter is not "
+            "rebuilt from synced weights, so the hybrid engine does not support it; use drafter=ngram or "
+            "drafter=suffix (mode=vanilla), or mode=plain"
+        )
+    tp = int(_get(rollout_config, "tensor_model_parallel_size") or 1)
+    if tp != 1:
+        raise SettingsError(
+            f"actor_rollout_ref.rollout.tensor_model_parallel_size={tp}: specactor's torch engine runs a "
+            "whole model on one device; set it to 1"
+        )
+    pp = int(_get(rollout_config, "pipeline_model_parallel_size") or 1)
+    if pp != 1:
+        raise SettingsError(f"actor_rollout_ref.rollout.pipeline_model_parallel_size={pp}: set it to 1")
+    dtype = str(_get(rollout_config, "dtype") or "float32").removeprefix("torch.")
+    if dtype not in HYBRID_DTYPES:
+        raise SettingsError(
+            f"actor_rollout_ref.rollout.dtype={dtype}: specactor's torch engine runs "
+            f"{' or '.join(HYBRID_DTYPES)} (its trie attention does not run in half precision); set "
+            "actor_rollout_ref.rollout.dtype=float32 (synced weights of any float dtype are converted)"
+        )
+    backend = _get(_get(rollout_config, "checkpoint_engine"), "backend") or "naive"
+    if backend != "naive":
+        # other backends send weights to a receiver in the rollout's own process, which we do not
+        # have: our engines live in the trainer ranks
+        raise SettingsError(
+            f"actor_rollout_ref.rollout.checkpoint_engine.backend={backend}: the hybrid engine loads "
+            "weights in the trainer ranks' own processes; set it to naive"
+        )
+    lora = _get(model_config, "lora") or {}
+    rank = max(int(_get(model_config, "lora_rank") or 0), int(_get(lora, "rank") or 0))
+    if rank > 0 and not _get(lora, "merge"):
+        raise SettingsError(
+            f"actor_rollout_ref.model.lora_rank={rank}: specactor loads full weights, not LoRA adapters; "
+            "set actor_rollout_ref.model.lora.merge=True (veRL then syncs merged weights) or train "
+            "without LoRA"
+        )
 
 
 def resolve_model(settings: SpecActorSettings, model_path: str | None) -> str:
