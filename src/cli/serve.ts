@@ -31,6 +31,7 @@ const OPTIONS: OptSpec[] = [
   { name: "drafter-model", type: "string", metavar: "NAME|DIR", help: "for --drafter model: a drafter of the model by name (q8, layers8) or a prepared directory (default: the first; drafter workers need one with hf/, layers8)" },
   { name: "draft-cost", type: "string", default: "auto", metavar: "auto|off|X", help: "model drafter: draft a token only while its estimated chance of acceptance beats its cost; auto times the drafter against the verifier, X fixes the ratio of their step costs, off drafts while the drafter is confident" },
   { name: "threads", type: "int", help: "onnxruntime (or torch worker) threads (default: all cores)" },
+  { name: "ort-spinning", type: "string", default: "on", metavar: "on|off", help: "onnxruntime's pool threads spin between nodes (on: fastest on an idle machine; off: sleep, far faster when other processes share the cores, e.g. a local Ray)" },
   { name: "drafter-threads", type: "int", default: 1, help: "decoupled with the ONNX drafter: its threads, taken from --threads" },
   { name: "engine", type: "string", default: "onnx", metavar: "onnx|workers", help: "in-process ONNX engine, or Python torch engine workers (PROTOCOL.md section 5)" },
   { name: "workers", type: "int", default: 0, metavar: "N", help: "with --engine workers: start N local workers (python -m specactor.worker)" },
@@ -100,6 +101,7 @@ export async function serveCommand(argv: string[]): Promise<void> {
   for (const k of ["heartbeat-interval", "client-timeout"]) if (!((a[k] as number) > 0)) throw new UsageError(`--${k} must be > 0, got ${a[k]}`);
   if ((a["send-hwm"] as number) < 0) throw new UsageError(`--send-hwm must be >= 0, got ${a["send-hwm"]}`);
   if ((a["send-buffer"] as number) < -1) throw new UsageError(`--send-buffer must be >= -1, got ${a["send-buffer"]}`);
+  if (a["ort-spinning"] !== "on" && a["ort-spinning"] !== "off") throw new UsageError(`--ort-spinning must be on or off, got ${a["ort-spinning"]}`);
   const address = a.address as string;
   if (!/^(tcp|ipc|inproc):\/\/.+/.test(address)) throw new UsageError(`--address ${address}: expected tcp://HOST:PORT, ipc://PATH or inproc://NAME`);
 
@@ -162,7 +164,7 @@ export async function serveCommand(argv: string[]): Promise<void> {
   let engine: Engine;
   if (engineKind === "onnx") {
     // on a thread of its own: a long step must not stop the server from reading its sockets
-    engine = await ThreadedEngine.load(modelDir, { threads: split?.verifier ?? threads });
+    engine = await ThreadedEngine.load(modelDir, { threads: split?.verifier ?? threads, spinning: a["ort-spinning"] === "on" });
   } else {
     engine = await startPool("verifier", a["worker-address"] as string, modelDir, a.workers as number, minWorkers);
   }

@@ -55,7 +55,12 @@ export class OnnxEngine implements Engine {
   }
 
   /** Loads `<dir>/onnx/model.onnx` of a prepared model directory. */
-  static async load(modelDir: string, opts: { threads?: number } = {}): Promise<OnnxEngine> {
+  /**
+   * `spinning` (default true): the pool threads spin between nodes. Off, they sleep instead: a little
+   * slower on an idle machine, and much faster on a busy one, where a preempted spinning thread makes
+   * its partners spin for nothing (measured in docs/VERL.md: beside an idle local Ray on 2 cores).
+   */
+  static async load(modelDir: string, opts: { threads?: number; spinning?: boolean } = {}): Promise<OnnxEngine> {
     const onnxDir = path.join(modelDir, "onnx");
     const metaPath = path.join(onnxDir, "model.json");
     if (!fs.existsSync(metaPath)) throw new EngineError(`not a prepared model directory (no ${metaPath})`);
@@ -68,7 +73,7 @@ export class OnnxEngine implements Engine {
       // Pool threads spin between the ~1300 nodes of a step (a sleeping thread's wake-up costs more
       // than a small node: about 3 ms per step at batch 1), and stop spinning when the run ends, so
       // they do not hold the cores the sampler and the drafters need between runs.
-      extra: { session: { intra_op: { allow_spinning: "1" }, force_spinning_stop: "1" } },
+      extra: { session: { intra_op: { allow_spinning: opts.spinning === false ? "0" : "1" }, force_spinning_stop: "1" } },
     });
     return new OnnxEngine(session, meta, threads);
   }

@@ -11,7 +11,7 @@ type Message =
   | { type: "restore_memory"; id: number }
   | { type: "close"; id: number };
 
-const { modelDir, threads } = workerData as { modelDir: string; threads?: number };
+const { modelDir, threads, spinning } = workerData as { modelDir: string; threads?: number; spinning?: boolean };
 const port = parentPort!;
 let tail: Promise<unknown> = Promise.resolve();
 
@@ -19,7 +19,7 @@ function errorText(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
 
-OnnxEngine.load(modelDir, { threads }).then(
+OnnxEngine.load(modelDir, { threads, spinning }).then(
   (engine) => {
     port.postMessage({ id: 0, info: engine.info });
     port.on("message", (m: Message) => {

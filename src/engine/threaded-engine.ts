@@ -40,10 +40,10 @@ export class ThreadedEngine implements Engine {
   }
 
   /** Loads `modelDir` on a new engine thread. */
-  static async load(modelDir: string, opts: { threads?: number } = {}): Promise<ThreadedEngine> {
+  static async load(modelDir: string, opts: { threads?: number; spinning?: boolean } = {}): Promise<ThreadedEngine> {
     const script = path.join(__dirname, "threaded-engine-worker.js");
     if (!fs.existsSync(script)) throw new EngineError(`the engine thread needs the compiled ${script} (run \`make setup\`)`);
-    const worker = new Worker(script, { workerData: { modelDir, threads: opts.threads } });
+    const worker = new Worker(script, { workerData: { modelDir, threads: opts.threads, spinning: opts.spinning } });
     const info = await new Promise<EngineInfo>((resolve, reject) => {
       worker.once("message", (m: Reply) => (m.error !== undefined ? reject(new EngineError(m.error)) : resolve(m.info!)));
       worker.once("error", reject);

@@ -268,3 +268,21 @@ def test_per_sample_seeds_and_draft_counts(tiny_dir, engine):
     else:
         assert drafted > 0 and all(r.accepted_draft_tokens <= r.draft_tokens for r in derived)
         assert stats["drafter"]["proposed_tokens"] == drafted + sum(r.draft_tokens for r in explicit + one)
+
+
+def test_ort_spinning_off_samples_the_same_tokens(tiny_dir):
+    out = []
+    for flag in ("on", "off"):
+        with (
+            Server(tiny_dir, *FAST, "--ort-spinning", flag) as server,
+            RolloutClient(server.address) as client,
+        ):
+            out.append([r.token_ids for r in flat(client.generate(PROMPTS, n=2, max_tokens=16, seed=4))])
+    assert out[0] == out[1]
+    proc = subprocess.run(
+        [*CLI, "serve", "--model", str(tiny_dir), "--ort-spinning", "maybe"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode != 0 and "--ort-spinning must be on or off" in proc.stderr

@@ -628,3 +628,27 @@ def test_release_and_restore_memory(fresh):
     fresh.release_memory()
     assert plain(fresh, 0, PROMPTS[0], T1, 8, 12)[0] == want  # a step restores it first
     assert fresh.kv_bytes == held
+
+
+def test_released_weights_come_back_only_through_a_full_load(tiny_dir, hf):
+    """veRL's release with free_cache_engine frees the weights; a step before every parameter is
+    loaded again is an error, and after the load the engine samples exactly as before."""
+    engine = TorchEngine(tiny_dir, max_batch=2, max_context=64)
+    weights = {n: t.detach().clone() for n, t in hf.state_dict().items()}
+    held = engine.weight_bytes
+    before, _ = plain(engine, 1, [1, 5, 9], T1, 11, 12)
+    engine.release(1)
+    assert held > 0 and engine.release_weights() == 0 and not engine.weights_loaded
+    with pytest.raises(Exception, match="hold no weights"):
+        plain(engine, 2, [1, 5, 9], T1, 11, 4)
+    with pytest.raises(WeightLoadError, match="released: call restore_weights"):
+        engine.load_weights(iter(weights.items()))
+    assert engine.restore_weights() == held
+    last = "model.norm.weight"  # a parameter no other name shares
+    engine.load_weights((n, t) for n, t in weights.items() if n != last)
+    with pytest.raises(Exception, match="hold no weights"):
+        plain(engine, 3, [1, 5, 9], T1, 11, 4)
+    engine.load_weights([(last, weights[last])])
+    assert engine.weights_loaded
+    after, _ = plain(engine, 4, [1, 5, 9], T1, 11, 12)
+    assert after == before

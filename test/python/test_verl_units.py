@@ -63,7 +63,7 @@ def test_settings_defaults_and_errors(tiny_dir):
     v = SpecActorSettings.from_rollout_config(
         {"custom": {"specactor": {"mode": "vanilla", "drafter": "suffix"}}}
     )
-    assert ["--drafter", "suffix"] == v.serve_args("M", 8)[-2:]
+    assert v.serve_args("M", 8)[-4:] == ["--drafter", "suffix", "--ort-spinning", "off"]
     for bad, msg in [
         ({"mode": "fast"}, "mode='fast' is not supported"),
         ({"mode": "vanilla"}, "needs actor_rollout_ref.rollout.custom.specactor.drafter"),

@@ -98,15 +98,24 @@ class ServerAdapter(BaseRollout):
     # -- BaseRollout -----------------------------------------------------------------------------------
 
     async def resume(self, tags: list[str]) -> None:
-        """``kv_cache``: the server restores the engines' KV memory and resumes. ``weights``: nothing,
-        the engine's weights were never released."""
+        """``weights``: this rank's engine allocates its parameters again (``update_weights`` fills
+        them; no step runs before). ``kv_cache``: the server restores the engines' KV memory and
+        resumes."""
+        if "weights" in tags and self.engine is not None:
+            self.engine.restore_weights()
         if "kv_cache" in tags and self.leader:
             await self._server().wake_up.remote(tags=tags)
 
     async def release(self) -> None:
-        """The server drains, pauses and frees every engine's KV cache (when ``free_cache_engine``)."""
-        if self.leader:
-            await self._server().sleep.remote()
+        """With ``free_cache_engine`` (veRL's default): the server drains, pauses and frees every
+        engine's KV cache, and each rank frees its engine's weights, so training gets the memory back.
+        Every rank asks the server (the first does it, the others wait for it under its lock) before
+        it frees its own weights, so no step is running on them."""
+        if not bool(getattr(self.config, "free_cache_engine", True)):
+            return
+        await self._server().sleep.remote()
+        if self.engine is not None:
+            self.engine.release_weights()
 
     async def update_weights(
         self,

@@ -191,8 +191,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         rollout = VerlRollout(cfg)
         try:
+            ray.get(rollout.server.take_timeline.remote())
             _, samples, rollout_s = rollout.generate(prompts, validate=args.validate)
             stats = ray.get(rollout.server.stats.remote())
+            timeline = ray.get(rollout.server.take_timeline.remote())
         finally:
             rollout.close()
     finally:
@@ -201,6 +203,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "samples": samples,
         "rollout_s": rollout_s,
+        # from the first generate call reaching our actor to the last reply: the rest of rollout_s
+        # is veRL's agent loop (building prompts, postprocessing) and Ray
+        "server_span_s": max(t for t, _ in timeline) - min(t for t, _ in timeline) if timeline else None,
         "config": {
             "model": str(model_dir),
             "mode": args.mode,

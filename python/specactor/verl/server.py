@@ -28,6 +28,7 @@ import logging
 import os
 import re
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,8 @@ class SpecActorServer:
             n=int(_cfg(config, "n", 1)),
         )
         self.global_steps: int | None = None
+        # (monotonic time, "arrive" | "done") per generate: how calls reach the server, for the check
+        self.timeline: list[tuple[float, str]] = []
         self.process: ServerProcess | None = None
         self.client: AsyncRolloutClient | None = None
         self.max_context = 0
@@ -140,6 +143,11 @@ class SpecActorServer:
         )
         return out.stdout.strip().splitlines()[-1]
 
+    def take_timeline(self) -> list[tuple[float, str]]:
+        """The calls' arrival and reply times since the last take (the check command's server span)."""
+        out, self.timeline = self.timeline, []
+        return out
+
     def server_pid(self) -> int | None:
         return None if self.process is None else self.process.proc.pid
 
@@ -192,6 +200,7 @@ class SpecActorServer:
             await self._gate.wait()
         seed = req.seed if req.seed is not None else self.seeds.seed_for(request_id, req.prompt_ids)
         steps = self.global_steps
+        self.timeline.append((time.monotonic(), "arrive"))
         results = await self.client.generate(
             [req.prompt_ids],
             max_tokens=req.max_tokens,
@@ -202,6 +211,7 @@ class SpecActorServer:
             stop_token_ids=req.stop_token_ids,
         )
         r = results[0][0]
+        self.timeline.append((time.monotonic(), "done"))
         return TokenOutput(
             token_ids=list(r.token_ids),
             log_probs=[float(x) for x in r.log_probs],

@@ -227,6 +227,8 @@ class TorchEngine:
         self.head_dim = self.model.head_dim
         # every parameter under its HF name (tied weights under each of their names)
         self._params: dict[str, torch.Tensor] = dict(self.hf_model.state_dict(keep_vars=True))
+        # parameters whose contents are missing: released, or re-allocated and not loaded yet
+        self._unloaded: dict[int, torch.Size] = {}
 
         self.keys: list[torch.Tensor] = []
         self.values: list[torch.Tensor] = []
@@ -327,6 +329,42 @@ class TorchEngine:
 
     # -- weights -------------------------------------------------------------------------------------
 
+    def _unique_params(self) -> list[torch.Tensor]:
+        return list({id(p): p for p in self._params.values()}.values())
+
+    @property
+    def weight_bytes(self) -> int:
+        return sum(p.numel() * p.element_size() for p in self._unique_params())
+
+    @property
+    def weights_loaded(self) -> bool:
+        return not self._unloaded
+
+    def release_weights(self) -> int:
+        """Free the parameters' storage (veRL's ``release`` with ``free_cache_engine``: the trainer
+        needs the device memory while it trains); returns the bytes still held (0). A step raises
+        until :meth:`restore_weights` and a :meth:`load_weights` of every parameter put a whole model
+        back. Refused while a sequence is live."""
+        with self._lock:
+            if self._seq_at:
+                raise InvalidRequest(f"cannot release the weights while {self.live} sequence(s) are live")
+            for p in self._unique_params():
+                if p.numel() > 0 or id(p) not in self._unloaded:
+                    self._unloaded[id(p)] = p.shape
+                    p.data = torch.empty(0, dtype=p.dtype, device=p.device)
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            return self.weight_bytes
+
+    def restore_weights(self) -> int:
+        """Allocate storage for released parameters (contents undefined until loaded); returns bytes."""
+        with self._lock:
+            for p in self._unique_params():
+                shape = self._unloaded.get(id(p))
+                if shape is not None and p.numel() == 0 and shape.numel() > 0:
+                    p.data = torch.empty(shape, dtype=p.dtype, device=p.device)
+            return self.weight_bytes
+
     def load_weights(
         self, named_tensors: Iterable[tuple[str, torch.Tensor]], *, version: int | None = None
     ) -> int:
@@ -348,11 +386,14 @@ class TorchEngine:
                     raise WeightLoadError(
                         f"unknown parameter {name!r} (expected one of the checkpoint's names)"
                     )
+                if param.numel() == 0 and id(param) in self._unloaded:
+                    raise WeightLoadError(f"parameter {name!r} is released: call restore_weights() first")
                 if tuple(tensor.shape) != tuple(param.shape):
                     raise WeightLoadError(
                         f"parameter {name!r} has shape {tuple(param.shape)}, got {tuple(tensor.shape)}"
                     )
                 param.copy_(tensor)
+                self._unloaded.pop(id(param), None)
                 count += 1
             if version is not None:
                 self.weight_version = version
@@ -405,6 +446,11 @@ class TorchEngine:
         if not seqs:
             return []
         with self._lock, torch.no_grad():
+            if self._unloaded:
+                raise EngineError(
+                    f"{len(self._unloaded)} parameter(s) hold no weights (released and not loaded again): "
+                    "load the new weights before stepping"
+                )
             request_depths = self._validate(seqs)
             self.restore_memory()
             fresh = [s.seq_id for s in seqs if s.seq_id not in self._slot_of]
