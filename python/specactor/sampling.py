@@ -1,4 +1,4 @@
-"""The seeded sampling rule (DESIGN.md section 2), Python side.
+"""The seeded sampling rule (docs/SAMPLING.md), Python side.
 
 Every random choice is a pure function of ``(seed, absolute position)``::
 

@@ -88,7 +88,7 @@ def build() -> dict:
             )
     return {
         "version": 1,
-        "rule": "DESIGN.md section 2; python/specactor/sampling.py and src/sampling/",
+        "rule": "docs/SAMPLING.md; python/specactor/sampling.py and src/sampling/",
         "threefry2x32_20": threefry,
         "uniforms": uni,
         "derive_seed": derived,

@@ -1,6 +1,6 @@
 /**
  * Drafters propose token tries for the verifier to check in one pass. A proposal only decides how
- * many tokens a step may emit, never which (DESIGN.md section 2): any trie is safe, a good one is fast.
+ * many tokens a step may emit, never which (docs/SAMPLING.md): any trie is safe, a good one is fast.
  *
  * The rollout core calls `propose` once per verify step with every running request that has budget
  * left, then `observe` with what was emitted, and `finish` when a request ends. Proposals must stay

@@ -1,5 +1,5 @@
 /**
- * Verification is sampling, then walking the trie (DESIGN.md section 2): at the current node take
+ * Verification is sampling, then walking the trie (docs/SAMPLING.md): at the current node take
  * the target's sample; if a child carries it, descend; otherwise emit it and stop. The correction
  * token and the bonus token are the same rule: the sample at the deepest visited node. Drafts decide
  * how many tokens a step emits, never which. Nothing is emitted after a stop token (an EOS id or one

@@ -1,5 +1,5 @@
 /**
- * The seeded sampling rule (DESIGN.md section 2), TypeScript side; its Python twin is
+ * The seeded sampling rule (docs/SAMPLING.md), TypeScript side; its Python twin is
  * `python/specactor/sampling.py` and `bridge/vectors/sampler.json` ties the two.
  *
  *     x_t = argmax_{v kept} ( z_v + G(seed, t, v) ),   z = logits / T,   G = -log(-log U(seed, t, v))

@@ -32,7 +32,7 @@ new tokens, ragged sequences padded exactly like onnx-engine.ts:
     logits_index        per sequence: row i * N + A - 1 (the root, the last appended token), then
                         rows i * N + A + k (trie node k); logits are computed for these rows only
 
-**Sampling and the walk** (``src/engine/walk.ts``, DESIGN.md section 2). The root's row samples
+**Sampling and the walk** (``src/engine/walk.ts``, docs/SAMPLING.md). The root's row samples
 absolute position ``cached + A`` and node k's row position ``cached + A + depth(k)``, with
 :func:`specactor.sampling.sample` (bit-exact with TypeScript). From the root: sample the current
 node's row; emit the token; stop after an EOS or ``max_emit`` tokens; if a child of the current node
