@@ -14,6 +14,7 @@ import pytest
 import ray
 from conftest import cli_rollout, wait_until
 from specactor.verl import check
+from specactor.verl.server import EXTRA_FIELD_KEYS as EXTRA_KEYS
 
 PROMPTS = ["What is 2 plus 3?", "Name a colour.", "Count to five."]
 BATCH_KEYS = (
@@ -24,13 +25,6 @@ BATCH_KEYS = (
     "attention_mask",
     "position_ids",
     "rollout_log_probs",
-)
-EXTRA_KEYS = (
-    "global_steps",
-    "seed",
-    "spec_num_draft_tokens",
-    "spec_num_accepted_tokens",
-    "spec_num_verify_steps",
 )
 
 

@@ -18,10 +18,12 @@ so no engine step mixes two weight versions and every reply reports the version 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -181,9 +183,6 @@ def kv_capacity(
         per_sequence = 2 * layers * kv_heads * head_dim * positions * bytes(dtype)
         sequences <= (utilization * total - weights) / per_sequence
     """
-    import json
-    from pathlib import Path
-
     meta = json.loads((Path(model_dir) / "onnx" / "model.json").read_text())
     wanted = getattr(config, "max_model_len", None) or (
         int(getattr(config, "prompt_length", 0) or 0) + int(getattr(config, "response_length", 0) or 0)

@@ -19,36 +19,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..server_process import server_command, server_env
-from .settings import DRAFTERS, MODEL_NAMES, MODES
+from .settings import DRAFTERS, MODEL_NAMES, MODES, SettingsError, prepared_model_dir
 
 
 def prepared_model(spec: str) -> Path:
-    """A model name is prepared on first use (by the server's ``prepare-model``); a directory is used as is."""
-    if spec in MODEL_NAMES:
-        proc = subprocess.run(
-            server_command(["prepare-model", spec]),
-            capture_output=True,
-            text=True,
-            env=server_env(),
-            check=False,
-        )
-        if proc.returncode != 0:
-            raise SystemExit(f"specactor.verl.check: error: cannot prepare {spec}:\n{proc.stderr}")
-        return Path(proc.stdout.strip().splitlines()[-1])
-    d = Path(spec).expanduser().resolve()
-    if not (d / "onnx" / "model.json").is_file() or not (d / "hf" / "config.json").is_file():
-        raise SystemExit(
-            f"specactor.verl.check: error: --model {spec}: not a prepared model (no onnx/ and hf/)"
-        )
-    return d
+    try:
+        return prepared_model_dir(spec)
+    except SettingsError as e:
+        raise SystemExit(f"specactor.verl.check: error: --model {e}") from e
 
 
 def read_prompts(path: Path) -> list[str]:

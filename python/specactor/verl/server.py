@@ -27,16 +27,14 @@ import asyncio
 import logging
 import os
 import re
-import subprocess
 import time
-from pathlib import Path
 from typing import Any
 
 from ..client import AsyncRolloutClient, Result
 from ..server_process import ServerProcess
 from .sampling_params import translate
 from .seeds import SeedPolicy
-from .settings import SpecActorSettings, check_hybrid, resolve_model
+from .settings import SpecActorSettings, check_hybrid, config_value, prepared_model_dir, resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +45,6 @@ EXTRA_FIELD_KEYS = (
     "spec_num_accepted_tokens",
     "spec_num_verify_steps",
 )
-
-
-def _cfg(obj: Any, key: str, default: Any = None) -> Any:
-    if isinstance(obj, dict):
-        return obj.get(key, default)
-    return getattr(obj, key, default)
 
 
 class SpecActorServer:
@@ -68,15 +60,15 @@ class SpecActorServer:
         if hybrid:
             check_hybrid(self.settings, config, model_config)
         self.model = resolve_model(
-            self.settings, _cfg(model_config, "local_path") or _cfg(model_config, "path")
+            self.settings, config_value(model_config, "local_path") or config_value(model_config, "path")
         )
-        self.prompt_length = int(_cfg(config, "prompt_length", 512))
-        self.response_length = int(_cfg(config, "response_length", 512))
-        self.free_cache_engine = bool(_cfg(config, "free_cache_engine", True))
+        self.prompt_length = int(config_value(config, "prompt_length", 512))
+        self.response_length = int(config_value(config, "response_length", 512))
+        self.free_cache_engine = bool(config_value(config, "free_cache_engine", True))
         self.seeds = SeedPolicy(
-            reproducible=bool(_cfg(config, "full_determinism", False)),
-            seed=int(_cfg(config, "seed", 0)),
-            n=int(_cfg(config, "n", 1)),
+            reproducible=bool(config_value(config, "full_determinism", False)),
+            seed=int(config_value(config, "seed", 0)),
+            n=int(config_value(config, "n", 1)),
         )
         self.global_steps: int | None = None
         # (monotonic time, "arrive" | "done") per generate: how calls reach the server, for the check
@@ -99,7 +91,7 @@ class SpecActorServer:
         if self.process is not None:
             return self.address
         args = self.settings.serve_args(
-            self.model, int(_cfg(self.config, "max_num_seqs", 256)), hybrid=self.hybrid
+            self.model, int(config_value(self.config, "max_num_seqs", 256)), hybrid=self.hybrid
         )
         loop = asyncio.get_running_loop()
         self.process = await loop.run_in_executor(
@@ -130,18 +122,7 @@ class SpecActorServer:
 
     def model_dir(self) -> str:
         """The prepared model's directory, as the server resolved it (a name is prepared first)."""
-        from ..server_process import server_command, server_env
-
-        if (Path(self.model) / "onnx" / "model.json").is_file():
-            return str(Path(self.model).resolve())
-        out = subprocess.run(
-            server_command(["prepare-model", self.model]),
-            env=server_env(),
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        return out.stdout.strip().splitlines()[-1]
+        return str(prepared_model_dir(self.model))
 
     def take_timeline(self) -> list[tuple[float, str]]:
         """The calls' arrival and reply times since the last take (the check command's server span)."""

@@ -67,8 +67,8 @@ class SpecActorSettings:
 
     @classmethod
     def from_rollout_config(cls, rollout_config: Any) -> SpecActorSettings:
-        custom = _get(rollout_config, "custom") or {}
-        raw = _get(custom, "specactor") or {}
+        custom = config_value(rollout_config, "custom") or {}
+        raw = config_value(custom, "specactor") or {}
         if not isinstance(raw, Mapping) and not hasattr(raw, "items"):
             raise SettingsError(f"actor_rollout_ref.rollout.custom.specactor must be a mapping, got {raw!r}")
         return cls.from_mapping(dict(raw.items()))
@@ -162,23 +162,23 @@ def check_hybrid(settings: SpecActorSettings, rollout_config: Any, model_config:
             "rebuilt from synced weights, so the hybrid engine does not support it; use drafter=ngram or "
             "drafter=suffix (mode=vanilla), or mode=plain"
         )
-    tp = int(_get(rollout_config, "tensor_model_parallel_size") or 1)
+    tp = int(config_value(rollout_config, "tensor_model_parallel_size") or 1)
     if tp != 1:
         raise SettingsError(
             f"actor_rollout_ref.rollout.tensor_model_parallel_size={tp}: specactor's torch engine runs a "
             "whole model on one device; set it to 1"
         )
-    pp = int(_get(rollout_config, "pipeline_model_parallel_size") or 1)
+    pp = int(config_value(rollout_config, "pipeline_model_parallel_size") or 1)
     if pp != 1:
         raise SettingsError(f"actor_rollout_ref.rollout.pipeline_model_parallel_size={pp}: set it to 1")
-    dtype = str(_get(rollout_config, "dtype") or "float32").removeprefix("torch.")
+    dtype = str(config_value(rollout_config, "dtype") or "float32").removeprefix("torch.")
     if dtype not in HYBRID_DTYPES:
         raise SettingsError(
             f"actor_rollout_ref.rollout.dtype={dtype}: specactor's torch engine runs "
             f"{' or '.join(HYBRID_DTYPES)} (its trie attention does not run in half precision); set "
             "actor_rollout_ref.rollout.dtype=float32 (synced weights of any float dtype are converted)"
         )
-    backend = _get(_get(rollout_config, "checkpoint_engine"), "backend") or "naive"
+    backend = config_value(config_value(rollout_config, "checkpoint_engine"), "backend") or "naive"
     if backend != "naive":
         # other backends send weights to a receiver in the rollout's own process, which we do not
         # have: our engines live in the trainer ranks
@@ -186,9 +186,9 @@ def check_hybrid(settings: SpecActorSettings, rollout_config: Any, model_config:
             f"actor_rollout_ref.rollout.checkpoint_engine.backend={backend}: the hybrid engine loads "
             "weights in the trainer ranks' own processes; set it to naive"
         )
-    lora = _get(model_config, "lora") or {}
-    rank = max(int(_get(model_config, "lora_rank") or 0), int(_get(lora, "rank") or 0))
-    if rank > 0 and not _get(lora, "merge"):
+    lora = config_value(model_config, "lora") or {}
+    rank = max(int(config_value(model_config, "lora_rank") or 0), int(config_value(lora, "rank") or 0))
+    if rank > 0 and not config_value(lora, "merge"):
         raise SettingsError(
             f"actor_rollout_ref.model.lora_rank={rank}: specactor loads full weights, not LoRA adapters; "
             "set actor_rollout_ref.model.lora.merge=True (veRL then syncs merged weights) or train "
@@ -213,9 +213,34 @@ def resolve_model(settings: SpecActorSettings, model_path: str | None) -> str:
     )
 
 
-def _get(obj: Any, key: str) -> Any:
+def prepared_model_dir(spec: str) -> Path:
+    """The directory of a prepared model: a name (tiny, smollm2) is prepared on first use by the
+    server's ``prepare-model``; a directory must hold ``onnx/`` and ``hf/``."""
+    import subprocess
+
+    from ..server_process import server_command, server_env
+
+    d = Path(spec).expanduser()
+    if (d / "onnx" / "model.json").is_file() and (d / "hf" / "config.json").is_file():
+        return d.resolve()
+    if spec not in MODEL_NAMES:
+        raise SettingsError(
+            f"model {spec!r}: not a prepared model directory (no onnx/ and hf/) nor a model name"
+        )
+    proc = subprocess.run(
+        server_command(["prepare-model", spec]), capture_output=True, text=True, env=server_env(), check=False
+    )
+    if proc.returncode != 0:
+        raise SettingsError(f"cannot prepare model {spec}:\n{proc.stderr}")
+    return Path(proc.stdout.strip().splitlines()[-1])
+
+
+def config_value(obj: Any, key: str, default: Any = None) -> Any:
+    """``key`` of a dict, an OmegaConf DictConfig or one of veRL's config dataclasses (or ``default``)."""
     if obj is None:
-        return None
-    if isinstance(obj, Mapping) or hasattr(obj, "keys"):  # a dict or an OmegaConf DictConfig
-        return obj.get(key)
-    return getattr(obj, key, None)  # veRL's config dataclasses
+        return default
+    if isinstance(obj, Mapping) or hasattr(obj, "keys"):
+        value = obj.get(key)
+    else:
+        value = getattr(obj, key, None)
+    return default if value is None else value
