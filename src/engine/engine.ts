@@ -53,6 +53,8 @@ export interface Engine {
   sequences(): number[];
   /** Bytes of KV cache memory the engine holds now (as last reported, where the cache lives elsewhere). */
   kvBytes(): number;
+  /** `kvBytes` once the engine has applied every call made before this one (a release included). */
+  settledKvBytes(): Promise<number>;
   /**
    * Frees the KV cache memory (for a trainer that needs the device between rollouts); only with no
    * sequence held. Resolves to the bytes still held. A later step, or `restoreMemory`, allocates again.

@@ -43,6 +43,10 @@ export class NullEngine implements Engine {
     return 0;
   }
 
+  async settledKvBytes(): Promise<number> {
+    return 0;
+  }
+
   async releaseMemory(): Promise<number> {
     return 0;
   }

@@ -103,6 +103,10 @@ export class OnnxEngine implements Engine {
     return this.kv.bytes;
   }
 
+  settledKvBytes(): Promise<number> {
+    return this.tail.then(() => this.kv.bytes);
+  }
+
   /**
    * The cache grows with the live sequences and already shrinks to nothing when the last one is
    * released; this drops the buffers and the slot table outright. Ordered after the steps before it.

@@ -7,6 +7,7 @@ type Message =
   | { type: "step"; id: number; batch: SeqStep[] }
   | { type: "truncate"; id: number; seqId: number; length: number }
   | { type: "release"; id: number; seqId: number }
+  | { type: "kv_bytes"; id: number }
   | { type: "release_memory"; id: number }
   | { type: "restore_memory"; id: number }
   | { type: "close"; id: number };
@@ -35,6 +36,8 @@ OnnxEngine.load(modelDir, { threads, spinning }).then(
             case "release":
               engine.release(m.seqId);
               return port.postMessage({ id: 0, kvBytes: engine.kvBytes() });
+            case "kv_bytes":
+              return port.postMessage({ id: m.id, kvBytes: engine.kvBytes() });
             case "release_memory":
               return port.postMessage({ id: m.id, kvBytes: await engine.releaseMemory() });
             case "restore_memory":

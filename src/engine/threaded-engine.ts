@@ -85,6 +85,11 @@ export class ThreadedEngine implements Engine {
     return this.kv;
   }
 
+  /** The engine thread answers in arrival order, so its reply comes after the releases posted before. */
+  async settledKvBytes(): Promise<number> {
+    return (await this.call({ type: "kv_bytes" })).kvBytes!;
+  }
+
   async releaseMemory(): Promise<number> {
     if (this.lengths.size > 0) throw new EngineError(`cannot release the KV cache while ${this.lengths.size} sequence(s) hold it`);
     return (await this.call({ type: "release_memory" })).kvBytes!;

@@ -173,6 +173,11 @@ export class WorkerPool implements Engine {
     return this.live.reduce((n, w) => n + w.kvBytes, 0);
   }
 
+  /** A torch worker's cache is allocated whole, so a release does not change it: no round trip needed. */
+  async settledKvBytes(): Promise<number> {
+    return this.kvBytes();
+  }
+
   /** Every live worker frees its KV cache (ordered after the steps before); a worker lost meanwhile is skipped. */
   releaseMemory(): Promise<number> {
     this.released = true;

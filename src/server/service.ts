@@ -87,7 +87,7 @@ export class RolloutService {
 
   constructor(
     private readonly core: RolloutCore,
-    private readonly engine: { readonly info: EngineInfo; kvBytes(): number },
+    private readonly engine: { readonly info: EngineInfo; kvBytes(): number; settledKvBytes(): Promise<number> },
     private readonly send: Send,
     private readonly opts: ServiceOptions,
   ) {
@@ -118,10 +118,13 @@ export class RolloutService {
         return this.generate(client, b);
       case "abort":
         return this.abort(client, b.ids as string[]);
+      // a client that asks right after its result sees the cache after that result's releases
       case "health":
-        return this.reply(client, "health", this.health());
+        void this.engine.settledKvBytes().then((kv) => this.reply(client, "health", { ...this.health(), kv_bytes: kv }));
+        return;
       case "stats":
-        return this.reply(client, "stats", this.stats());
+        void this.engine.settledKvBytes().then((kv) => this.reply(client, "stats", { ...this.stats(), kv_bytes: kv }));
+        return;
       case "ping":
         return this.reply(client, "pong", { t: b.t ?? null });
       case "pause":

@@ -249,6 +249,9 @@ class WrappedEngine implements Engine {
   kvBytes() {
     return this.inner.kvBytes();
   }
+  settledKvBytes() {
+    return this.inner.settledKvBytes();
+  }
   releaseMemory() {
     return this.inner.releaseMemory();
   }
