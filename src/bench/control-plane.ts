@@ -6,7 +6,9 @@
 import { encode } from "../bridge/wire";
 import { NullEngine } from "../engine/null-engine";
 import { RolloutCore } from "../rollout/core";
-import { type DrafterName, makeDrafter } from "../rollout/run";
+import type { Drafter } from "../drafters/drafter";
+import { type DrafterName, makeDrafter } from "../drafters/registry";
+import { SpecActorDrafter } from "../scheduler/specactor";
 import { RolloutService } from "../server/service";
 
 export interface ControlPlaneRow {
@@ -19,10 +21,18 @@ export interface ControlPlaneRow {
   bytes_per_step: number;
 }
 
-export async function benchControlPlane(active: number, drafter: DrafterName | undefined, opts: { steps: number; clients: number }): Promise<ControlPlaneRow> {
+/** "specactor": every model-free drafter merged under the policy (its cost model learns the null engine's near-zero costs, so it verifies every candidate: the worst case). */
+export type ControlPlaneDrafter = Exclude<DrafterName, "model"> | "specactor";
+
+async function drafterFor(name: ControlPlaneDrafter): Promise<Drafter> {
+  if (name === "specactor") return new SpecActorDrafter([await makeDrafter("suffix", { modelDir: "" }), await makeDrafter("ngram", { modelDir: "" })]);
+  return makeDrafter(name, { modelDir: "" });
+}
+
+export async function benchControlPlane(active: number, drafter: ControlPlaneDrafter | undefined, opts: { steps: number; clients: number }): Promise<ControlPlaneRow> {
   const engine = new NullEngine();
-  const d = drafter ? await makeDrafter(drafter, "", {}) : undefined;
-  const core = new RolloutCore(engine, active, d ? { drafter: d, draftLen: 4 } : undefined);
+  const d = drafter ? await drafterFor(drafter) : undefined;
+  const core = new RolloutCore(engine, active, d ? { drafter: d, draftLen: 4, ...(drafter === "specactor" ? { draftLen: 8, maxNodes: 32 } : {}) } : undefined);
   let bytes = 0;
   const service = new RolloutService(core, engine, (_client, type, body, arrays) => {
     for (const f of encode(type, body, arrays)) bytes += f.length;

@@ -9,7 +9,9 @@
 import * as fs from "node:fs";
 import { drafterDir, resolveModel } from "../models/registry";
 import { readPrompts } from "../rollout/prompts";
-import { DRAFTERS, type DrafterName, parseDraftCost, type RolloutPlan, type RolloutSummary, type SampleRecord, runRollout } from "../rollout/run";
+import { DRAFTERS, type DrafterName, parseDraftCost } from "../drafters/registry";
+import { POLICIES, speculationOf } from "../rollout/modes";
+import { type RolloutPlan, type RolloutSummary, type SampleRecord, runRollout } from "../rollout/run";
 import { validateParams } from "../sampling/sampler";
 import { freshSeed } from "../sampling/seeds";
 import { type OptSpec, UsageError, helpText, parseArgs, usage } from "./args";
@@ -19,7 +21,8 @@ import { loadPromptIds } from "./prompt-input";
 const OPTIONS: OptSpec[] = [
   { name: "model", type: "string", default: "smollm2", metavar: "smollm2|tiny|DIR", help: "model name or prepared directory" },
   { name: "prompts", type: "string", default: "gsm8k:32", metavar: "FILE|gsm8k:N", help: "prompts (JSONL or the built-in set)" },
-  { name: "modes", type: "string", default: "plain,ngram,suffix,model", metavar: "LIST", help: "plain, the drafters to run as vanilla speculation, and decoupled (the model drafter running ahead on a core of its own); model:NAME and decoupled:NAME run the drafter model NAME (q8, layers8)" },
+  { name: "modes", type: "string", default: "plain,ngram,suffix,model,specactor", metavar: "LIST", help: "plain, the drafters to run as vanilla speculation, decoupled (the model drafter running ahead on a core of its own) and specactor (--drafters merged under the cost-model policy; specactor:POLICY runs an ablation); model:NAME and decoupled:NAME run the drafter model NAME (q8, layers8)" },
+  { name: "drafters", type: "string", metavar: "LIST", help: "the drafters of the specactor modes (default suffix,ngram,model)" },
   { name: "n", type: "int", default: 4, help: "samples per prompt" },
   { name: "max-tokens", type: "int", default: 256, help: "maximum generated tokens per sample" },
   { name: "temperature", type: "number", default: 1, help: "sampling temperature" },
@@ -75,9 +78,14 @@ export async function compareCommand(argv: string[]): Promise<void> {
   }
   const a = parseArgs(argv, OPTIONS);
   const modes = (a.modes as string).split(",").map((m) => m.trim());
+  const specDrafters = usage(() => speculationOf("specactor", undefined, a.drafters as string | undefined)).drafters;
   for (const m of modes) {
-    const { drafter, drafterModel } = parseMode(m);
-    if (m !== "plain" && !(DRAFTERS as readonly string[]).includes(drafter)) throw new UsageError(`unknown mode '${m}' (plain, ${DRAFTERS.join(", ")}, model:NAME, decoupled, decoupled:NAME)`);
+    const { drafter, drafterModel, policy } = parseMode(m);
+    if (policy !== undefined) {
+      if (!POLICIES.includes(policy)) throw new UsageError(`mode '${m}': unknown policy '${policy}' (${POLICIES.join(", ")})`);
+      continue;
+    }
+    if (m !== "plain" && !(DRAFTERS as readonly string[]).includes(drafter)) throw new UsageError(`unknown mode '${m}' (plain, ${DRAFTERS.join(", ")}, model:NAME, decoupled, decoupled:NAME, specactor, specactor:POLICY)`);
     if (drafterModel !== undefined && drafter !== "model") throw new UsageError(`mode '${m}': only the model drafter takes a name`);
   }
   if (modes[0] !== "plain") modes.unshift("plain");
@@ -88,7 +96,8 @@ export async function compareCommand(argv: string[]): Promise<void> {
   const prompts = readPrompts(a.prompts as string); // bad input fails before any model work
   const modelDir = await resolveModel(a.model as string);
   for (const m of modes) {
-    const { drafterModel } = parseMode(m);
+    const { drafterModel, policy } = parseMode(m);
+    if (policy !== undefined) continue;
     if (drafterModel !== undefined) usage(() => drafterDir(modelDir, drafterModel));
   }
   const { promptIds, tokenizer } = await loadPromptIds(prompts, modelDir, false);
@@ -115,13 +124,16 @@ export async function compareCommand(argv: string[]): Promise<void> {
   );
   const runs: { mode: string; records: SampleRecord[]; summary: RolloutSummary }[] = [];
   for (const mode of modes) {
-    const { drafter, drafterModel, decoupled } = parseMode(mode);
-    const plan: RolloutPlan = {
-      ...base,
-      mode: mode === "plain" ? "plain" : decoupled ? "decoupled" : "vanilla",
-      drafter: mode === "plain" ? undefined : (drafter as DrafterName),
-      drafterModel,
-    };
+    const { drafter, drafterModel, decoupled, policy } = parseMode(mode);
+    const plan: RolloutPlan =
+      policy !== undefined
+        ? { ...base, mode: "specactor", drafters: specDrafters, policy }
+        : {
+            ...base,
+            mode: mode === "plain" ? "plain" : decoupled ? "decoupled" : "vanilla",
+            drafter: mode === "plain" ? undefined : (drafter as DrafterName),
+            drafterModel,
+          };
     const progress = new Progress(mode, promptIds.length * base.n * base.epochs, !a.quiet);
     const r = await runRollout(plan, { onTokens: (k) => progress.addTokens(k), onSample: () => progress.complete() });
     progress.finish();
@@ -158,11 +170,14 @@ export async function compareCommand(argv: string[]): Promise<void> {
   if (a.json) fs.writeFileSync(a.json as string, JSON.stringify({ seed, comparison: rows, runs: runs.map((r) => ({ mode: r.mode, summary: r.summary })) }, null, 1) + "\n");
 }
 
-/** A mode: `plain`, a drafter, or `model:NAME` (the model drafter NAME of the model). */
-/** `plain`, a drafter name (vanilla), or `decoupled` (the model drafter, decoupled); `:NAME` picks the drafter model. */
-function parseMode(mode: string): { drafter: string; drafterModel?: string; decoupled: boolean } {
-  const [name, drafterModel] = mode.split(":");
-  return name === "decoupled" ? { drafter: "model", drafterModel, decoupled: true } : { drafter: name, drafterModel, decoupled: false };
+/**
+ * `plain`, a drafter name (vanilla), `decoupled` (the model drafter, decoupled; `:NAME` picks the
+ * drafter model, as for `model:NAME`), or `specactor` (`specactor:POLICY`: an ablation of its policy).
+ */
+function parseMode(mode: string): { drafter: string; drafterModel?: string; decoupled: boolean; policy?: string } {
+  const [name, arg] = mode.split(":");
+  if (name === "specactor") return { drafter: "", decoupled: false, policy: arg ?? "cost" };
+  return name === "decoupled" ? { drafter: "model", drafterModel: arg, decoupled: true } : { drafter: name, drafterModel: arg, decoupled: false };
 }
 
 function round(x: number): number {

@@ -1,12 +1,13 @@
 /** The `specactor` command line. Errors are one line on stderr and a non-zero exit. */
 import { MODEL_NAMES, isModelName, prepareModel } from "../models/registry";
-import { gsm8kPrompts } from "../data/gsm8k";
+import { BUILTIN_PROMPT_SETS, builtinPrompts, isBuiltinPromptSet } from "../rollout/prompts";
 import { type OptSpec, UsageError, helpText, parseArgs } from "./args";
 import { rolloutCommand } from "./rollout";
 import { benchEngineCommand } from "./bench-engine";
 import { compareCommand } from "./compare";
 import { serveCommand } from "./serve";
 import { benchControlPlaneCommand } from "./bench-control-plane";
+import { benchGrpoCommand } from "./bench-grpo";
 
 const COMMANDS = `usage: specactor <command> [options]
 
@@ -17,6 +18,7 @@ commands:
   compare                      plain vs speculative rollouts side by side: speed-up, acceptance, exactness
   bench-engine                 engine step cost vs the memory bound and transformers (see --help)
   bench-control-plane          the control plane's own cost per engine step (null engine)
+  bench-grpo                   GRPO rollout benchmark: makespan per mode vs plain, report and plots (see --help)
   serve                        the rollout server: ZeroMQ/msgpack, bridge/PROTOCOL.md (see serve --help)
 
 Run \`specactor <command> --help\` for a command's options.
@@ -34,17 +36,22 @@ async function prepareCommand(argv: string[]): Promise<void> {
 }
 
 const PROMPT_OPTIONS: OptSpec[] = [
-  { name: "count", type: "int", default: 32, help: "number of problems" },
+  { name: "set", type: "string", default: "gsm8k", metavar: BUILTIN_PROMPT_SETS.map((s) => s.name).join("|"), help: "which built-in set" },
+  { name: "count", type: "int", default: 32, help: "number of prompts" },
   { name: "seed", type: "int", default: 0, help: "generator seed" },
 ];
 
 function promptsCommand(argv: string[]): void {
   if (argv.includes("--help")) {
-    process.stdout.write(helpText("specactor prompts [--count N] [--seed S]", "Deterministic GSM8K-style word problems, one {\"prompt\"} per line.", PROMPT_OPTIONS));
+    const sets = BUILTIN_PROMPT_SETS.map((s) => `  ${s.name.padEnd(28)} ${s.summary}`).join("\n");
+    const summary = `Deterministic built-in prompts, one {"prompt"} per line; the same set is --prompts ${BUILTIN_PROMPT_SETS.map((s) => s.spec).join(" | ")}.\n\nsets:\n${sets}`;
+    process.stdout.write(helpText("specactor prompts [--set gsm8k|edit|mix] [--count N] [--seed S]", summary, PROMPT_OPTIONS));
     return;
   }
   const a = parseArgs(argv, PROMPT_OPTIONS);
-  for (const p of gsm8kPrompts(a.count as number, a.seed as number)) process.stdout.write(JSON.stringify({ prompt: p }) + "\n");
+  const set = a.set as string;
+  if (!isBuiltinPromptSet(set)) throw new UsageError(`--set: unknown prompt set '${set}' (known: ${BUILTIN_PROMPT_SETS.map((s) => s.name).join(", ")})`);
+  for (const p of builtinPrompts(set, a.count as number, a.seed as number)) process.stdout.write(JSON.stringify({ prompt: p }) + "\n");
 }
 
 export async function main(argv = process.argv.slice(2)): Promise<void> {
@@ -63,6 +70,8 @@ export async function main(argv = process.argv.slice(2)): Promise<void> {
         return await benchEngineCommand(rest);
       case "bench-control-plane":
         return await benchControlPlaneCommand(rest);
+      case "bench-grpo":
+        return await benchGrpoCommand(rest);
       case "serve":
         return await serveCommand(rest);
       case undefined:
@@ -71,7 +80,7 @@ export async function main(argv = process.argv.slice(2)): Promise<void> {
         process.stdout.write(COMMANDS);
         return;
       default:
-        throw new UsageError(`unknown command '${cmd}' (commands: prepare-model, rollout, compare, prompts, bench-engine, bench-control-plane, serve)`);
+        throw new UsageError(`unknown command '${cmd}' (commands: prepare-model, rollout, compare, prompts, bench-engine, bench-control-plane, bench-grpo, serve)`);
     }
   } catch (e) {
     process.stderr.write(`specactor: error: ${e instanceof Error ? e.message : String(e)}\n`);

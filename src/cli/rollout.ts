@@ -2,7 +2,10 @@
 import * as fs from "node:fs";
 import { drafterDir, resolveModel } from "../models/registry";
 import { readPrompts } from "../rollout/prompts";
-import { DRAFTERS, MODES, type Mode, modeDrafter, parseDraftCost, runRollout, type RolloutSummary, type EpochSummary } from "../rollout/run";
+import { DRAFTERS, parseDraftCost } from "../drafters/registry";
+import { MODES, POLICIES, speculationOf } from "../rollout/modes";
+import { runRollout, type RolloutSummary, type EpochSummary } from "../rollout/run";
+import { SPECULATION_OPTIONS, historyBounds } from "./speculation-options";
 import { validateParams } from "../sampling/sampler";
 import { freshSeed } from "../sampling/seeds";
 import { PythonTokenizer } from "../tokenizer/python-tokenizer";
@@ -21,9 +24,7 @@ const OPTIONS: OptSpec[] = [
   { name: "repetition-penalty", type: "number", default: 1, help: "only 1 (off) is supported" },
   { name: "seed", type: "int", metavar: "S", help: "rollout seed (sample i of prompt j uses deriveSeed(S, j, i)); fresh if omitted" },
   { name: "max-batch", type: "int", default: 16, help: "most sequences in one engine step" },
-  { name: "mode", type: "string", default: "plain", metavar: MODES.join("|"), help: "plain decoding; vanilla speculation (one drafter, fixed draft length, drafter and verifier take turns); decoupled (the model drafter runs ahead on cores of its own)" },
-  { name: "drafter", type: "string", metavar: DRAFTERS.join("|"), help: "the drafter of --mode vanilla (decoupled: model)" },
-  { name: "draft-len", type: "int", default: 4, metavar: "K", help: "draft depth per verify step" },
+  ...SPECULATION_OPTIONS,
   { name: "drafter-model", type: "string", metavar: "NAME|DIR", help: "for --drafter model: a drafter of the model by name (q8: its 8-bit copy, layers8: its first 8 layers) or a prepared directory (default: the first, q8)" },
   { name: "draft-cost", type: "string", default: "auto", metavar: "auto|off|X", help: "model drafter: draft a token only while its estimated chance of acceptance beats its cost; auto times the drafter against the verifier, X fixes the ratio of their step costs, off drafts while the drafter is confident" },
   { name: "epochs", type: "int", default: 1, metavar: "E", help: "rerun the prompts E times with per-epoch seeds, as RL does" },
@@ -49,8 +50,11 @@ export async function rolloutCommand(argv: string[]): Promise<void> {
     return;
   }
   const a = parseArgs(argv, OPTIONS);
-  const mode = a.mode as string;
-  const drafter = usage(() => modeDrafter(mode, a.drafter as string | undefined));
+  const choice = usage(() => speculationOf(a.mode as string, a.drafter as string | undefined, a.drafters as string | undefined));
+  const mode = choice.mode;
+  const bounds = historyBounds(a);
+  const policy = a.policy as string;
+  if (!POLICIES.includes(policy)) throw new UsageError(`--policy ${policy} is not known (${POLICIES.join(", ")})`);
   if ((a["drafter-threads"] as number) < 1) throw new UsageError(`--drafter-threads must be >= 1, got ${a["drafter-threads"]}`);
   if ((a["draft-len"] as number) < 1) throw new UsageError(`--draft-len must be >= 1, got ${a["draft-len"]}`);
   if ((a.epochs as number) < 1) throw new UsageError(`--epochs must be >= 1, got ${a.epochs}`);
@@ -80,7 +84,7 @@ export async function rolloutCommand(argv: string[]): Promise<void> {
     tokenizer = loaded.tokenizer;
     const promptIds = loaded.promptIds;
     const epochs = a.epochs as number;
-    const progress = new Progress(mode === "plain" ? "rollout" : `${mode}/${drafter}`, promptIds.length * n * epochs, !a.quiet);
+    const progress = new Progress(mode === "plain" ? "rollout" : `${mode}/${choice.drafter ?? choice.drafters!.join("+")}`, promptIds.length * n * epochs, !a.quiet);
     const { records, summary } = await runRollout(
       {
         modelDir,
@@ -92,8 +96,12 @@ export async function rolloutCommand(argv: string[]): Promise<void> {
         maxBatch,
         epochs,
         drift: a.drift as number,
-        mode: mode as Mode,
-        drafter,
+        mode,
+        drafter: choice.drafter,
+        drafters: choice.drafters,
+        policy,
+        makespan: !a["no-makespan"],
+        ...bounds,
         draftLen: a["draft-len"] as number,
         drafterModel,
         draftCost,

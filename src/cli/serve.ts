@@ -10,10 +10,15 @@ import type { Engine } from "../engine/engine";
 import { ThreadedEngine } from "../engine/threaded-engine";
 import { WorkerPool } from "../engine/worker-pool";
 import { projectRoot, pythonBin } from "../paths";
-import { ModelDrafter } from "../drafters/model";
+import { makeModelDrafter } from "../drafters/model";
 import { drafterDir, resolveModel } from "../models/registry";
-import { RolloutCore } from "../rollout/core";
-import { DRAFTERS, MODES, makeDrafter, modeDrafter, modelDrafterOptions, parseDraftCost, threadSplit } from "../rollout/run";
+import { RolloutCore, type SpecConfig } from "../rollout/core";
+import { SPECACTOR_MAX_NODES } from "../rollout/modes";
+import { makeDrafter, modelDrafterOptions, parseDraftCost } from "../drafters/registry";
+import { POLICIES, speculationOf, threadSplit } from "../rollout/modes";
+import { StepCostModel, profileEngine } from "../scheduler/cost-model";
+import { SPECACTOR_DEFAULTS, SpecActorDrafter } from "../scheduler/specactor";
+import { SPECULATION_OPTIONS, historyBounds } from "./speculation-options";
 import { PROTOCOL_VERSION } from "../bridge/wire";
 import { MetricsServer } from "../server/metrics";
 import { RolloutService } from "../server/service";
@@ -25,9 +30,7 @@ const OPTIONS: OptSpec[] = [
   { name: "address", type: "string", default: "tcp://127.0.0.1:5555", metavar: "ADDR", help: "ZeroMQ endpoint to bind (loopback unless you say otherwise; tcp://127.0.0.1:* picks a port)" },
   { name: "config", type: "string", metavar: "FILE.json", help: "options as a JSON object keyed by option name; flags override it" },
   { name: "max-batch", type: "int", default: 64, help: "most sequences in one engine step" },
-  { name: "mode", type: "string", default: "plain", metavar: MODES.join("|"), help: "plain decoding; vanilla speculation with --drafter (drafter and verifier take turns); decoupled (the model drafter runs ahead on its own threads or --drafter-workers)" },
-  { name: "drafter", type: "string", metavar: DRAFTERS.join("|"), help: "the drafter of --mode vanilla (decoupled: model)" },
-  { name: "draft-len", type: "int", default: 4, metavar: "K", help: "draft depth per verify step" },
+  ...SPECULATION_OPTIONS,
   { name: "drafter-model", type: "string", metavar: "NAME|DIR", help: "for --drafter model: a drafter of the model by name (q8, layers8) or a prepared directory (default: the first; drafter workers need one with hf/, layers8)" },
   { name: "draft-cost", type: "string", default: "auto", metavar: "auto|off|X", help: "model drafter: draft a token only while its estimated chance of acceptance beats its cost; auto times the drafter against the verifier, X fixes the ratio of their step costs, off drafts while the drafter is confident" },
   { name: "threads", type: "int", help: "onnxruntime (or torch worker) threads (default: all cores)" },
@@ -53,6 +56,9 @@ const OPTIONS: OptSpec[] = [
   { name: "metrics-host", type: "string", default: "127.0.0.1", metavar: "HOST", help: "the address the metrics endpoint binds" },
   { name: "parent-pid", type: "int", metavar: "PID", help: "stop as on SIGTERM once process PID is gone (checked every 500 ms): a server started by a trainer dies with it" },
 ];
+
+/** Predicted-vs-measured steps and decisions a `stats` reply carries (the latest). */
+const STATS_SAMPLES = 64;
 
 const USAGE = "specactor serve [--model smollm2|tiny|DIR] [--address tcp://127.0.0.1:PORT] [options]";
 const SUMMARY =
@@ -92,8 +98,12 @@ export async function serveCommand(argv: string[]): Promise<void> {
     return;
   }
   const a = withConfig(argv);
-  const mode = a.mode as string;
-  const drafterName = usage(() => modeDrafter(mode, a.drafter as string | undefined));
+  const choice = usage(() => speculationOf(a.mode as string, a.drafter as string | undefined, a.drafters as string | undefined));
+  const mode = choice.mode;
+  const drafterName = choice.drafter;
+  const bounds = historyBounds(a);
+  if (!POLICIES.includes(a.policy as string)) throw new UsageError(`--policy ${a.policy} is not known (${POLICIES.join(", ")})`);
+  const usesModel = drafterName === "model" || (choice.drafters ?? []).includes("model");
   if ((a["drafter-threads"] as number) < 1) throw new UsageError(`--drafter-threads must be >= 1, got ${a["drafter-threads"]}`);
   for (const k of ["max-batch", "draft-len", "max-message-bytes", "max-client-backlog"]) {
     if ((a[k] as number) < 1) throw new UsageError(`--${k} must be >= 1, got ${a[k]}`);
@@ -121,7 +131,7 @@ export async function serveCommand(argv: string[]): Promise<void> {
   if (minWorkers < 0) throw new UsageError(`--min-workers must be >= 0, got ${minWorkers}`);
   const modelDir = await resolveModel(a.model as string);
   // the model drafter's directory, checked before any engine starts (workers run torch on its hf/ form)
-  const drafterModelDir = drafterName === "model" ? usage(() => drafterDir(modelDir, a["drafter-model"] as string | undefined, drafterWorkers > 0 ? "torch" : "onnx")) : undefined;
+  const drafterModelDir = usesModel ? usage(() => drafterDir(modelDir, a["drafter-model"] as string | undefined, drafterWorkers > 0 ? "torch" : "onnx")) : undefined;
   const threads = a.threads as number | undefined;
   const log = (line: string) => process.stderr.write(`specactor serve: ${line}\n`);
   const children: ChildProcess[] = [];
@@ -169,14 +179,24 @@ export async function serveCommand(argv: string[]): Promise<void> {
     engine = await startPool("verifier", a["worker-address"] as string, modelDir, a.workers as number, minWorkers);
   }
   let drafter: Drafter | undefined;
+  let spec: SpecConfig | undefined;
+  const ctx = { modelDir, drafterModel: drafterModelDir, draftCost, threads: split?.drafter ?? threads, threaded: true, decoupled, ...bounds };
   if (drafterWorkers > 0) {
     const pool = await startPool("drafter", a["drafter-worker-address"] as string, drafterModelDir!, drafterWorkers, drafterWorkers);
-    drafter = new ModelDrafter(pool, { ...modelDrafterOptions(draftCost), decoupled });
+    drafter = makeModelDrafter(pool, { ...modelDrafterOptions(draftCost), decoupled });
+  } else if (mode === "specactor") {
+    const cost = new StepCostModel("verifier");
+    log("profiling the engine's step costs");
+    await profileEngine(engine, cost);
+    const subs: Drafter[] = [];
+    for (const name of choice.drafters!) subs.push(await makeDrafter(name, ctx));
+    drafter = new SpecActorDrafter(subs, { policy: a.policy as string, makespan: !a["no-makespan"], draftLen: a["draft-len"] as number }, undefined, cost);
+    spec = { drafter, draftLen: SPECACTOR_DEFAULTS.maxDepth, maxNodes: SPECACTOR_MAX_NODES };
   } else if (mode !== "plain") {
-    const opts = { drafterModel: drafterModelDir, draftCost, threads: split?.drafter ?? threads, threaded: true, decoupled };
-    drafter = await makeDrafter(drafterName, modelDir, opts);
+    drafter = await makeDrafter(drafterName!, ctx);
   }
-  const core = new RolloutCore(engine, a["max-batch"] as number, drafter ? { drafter, draftLen: a["draft-len"] as number } : undefined);
+  spec ??= drafter ? { drafter, draftLen: a["draft-len"] as number } : undefined;
+  const core = new RolloutCore(engine, a["max-batch"] as number, spec);
   const server = new ZmqServer({
     address,
     heartbeatIntervalS: a["heartbeat-interval"] as number,
@@ -196,6 +216,10 @@ export async function serveCommand(argv: string[]): Promise<void> {
   if (engine instanceof WorkerPool) {
     const pool = engine;
     service.extraStats = () => ({ workers: pool.workerStats(), ...pool.stats });
+  } else if (drafter instanceof SpecActorDrafter) {
+    // the policy's cost model (curve, error, latest predicted vs measured steps) and decisions
+    const policy = drafter;
+    service.extraStats = () => ({ scheduler: policy.report(STATS_SAMPLES) });
   }
 
   const metrics = metricsPort === undefined ? undefined : new MetricsServer(service, core, a["max-batch"] as number, drafter?.name);

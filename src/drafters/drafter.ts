@@ -9,6 +9,7 @@
  */
 import type { SamplingParams } from "../sampling/sampler";
 import type { Trie } from "../engine/trie";
+import type { StepShape } from "../scheduler/cost-model";
 
 export interface DraftRequest {
   /** The core's id of the request (stable for its lifetime). */
@@ -20,18 +21,39 @@ export interface DraftRequest {
   output: readonly number[];
   params: SamplingParams;
   seed: number;
+  /** The request's token budget (output included). */
+  maxTokens: number;
   /** Depth limit of the proposal (the remaining budget minus the bonus token, capped by the draft length). */
   maxDepth: number;
   maxNodes: number;
+  /**
+   * One more verify row's cost in units of a sequence's share of a plain step, as the scheduling
+   * policy's cost model quotes it for this step (about 0.05 at batch 1 on a CPU, 0.4 at batch 64; near
+   * 0 on a GPU). A drafter that pays for its own steps (the model drafter) weighs its tokens with it.
+   * Unset outside the policy: such a drafter then uses its own default.
+   */
+  rowPrice?: number;
+}
+
+/** One engine step's shape and measured time, for drafters that learn costs (the policy's cost model). */
+export interface StepTiming {
+  shape: StepShape;
+  ms: number;
 }
 
 export interface Drafter {
   readonly name: string;
   propose(requests: DraftRequest[]): Promise<Trie[]>;
-  /** `emitted` tokens were appended to the request (accepted draft tokens, then the sample). */
-  observe?(id: number, emitted: readonly number[], accepted: number): void;
+  /**
+   * `emitted` tokens were appended to the request (accepted draft tokens, then the sample); `accepted`
+   * of them were this drafter's nodes. `verified`: how many of its proposed nodes the step verified,
+   * where a policy verified only part of the proposal (unset: all of it).
+   */
+  observe?(id: number, emitted: readonly number[], accepted: number, verified?: number): void;
   /** The request ended; `output` is its whole response (a history drafter learns from it). */
   finish?(request: DraftRequest, output: readonly number[]): void;
+  /** Every engine step this drafter's proposals went into, timed. */
+  stepTimed?(timing: StepTiming): void;
   /** The drafter's own figures for summaries and stats (the model drafter's acceptance and cost). */
   metrics?(): Record<string, number>;
   close?(): Promise<void>;

@@ -77,10 +77,28 @@ export class NgramDrafter implements Drafter {
         seen.add(seq[next]);
         addPath(trie, seq.slice(next, Math.min(next + r.maxDepth, L)), r.maxNodes);
       }
-      if (trie.tokens.length > 0) return trie;
+      if (trie.tokens.length > 0) return { ...trie, scores: matchScores(trie, n, this.maxN) };
     }
     return trie;
   }
+}
+
+/**
+ * A lookup has no confidence of its own; its score only has to rank, the policy calibrates it against
+ * outcomes: per edge (0.3 + 0.6 n / maxN) for a match of n tokens (a longer match is likelier to
+ * continue), a later branch (a continuation that already lost once) at half its parent's.
+ */
+function matchScores(trie: Trie, n: number, maxN: number): number[] {
+  const edge = 0.3 + (0.6 * n) / maxN;
+  const scores: number[] = [];
+  const firstChild = new Map<number, number>();
+  trie.parents.forEach((p, i) => {
+    const base = p < 0 ? 1 : scores[p];
+    const first = firstChild.get(p);
+    if (first === undefined) firstChild.set(p, i);
+    scores.push(base * edge * (first === undefined ? 1 : 0.5));
+  });
+  return scores;
 }
 
 /** A hash of seq[start .. start + n) (collisions are checked by the caller). */

@@ -9,6 +9,9 @@
 import type { Trie } from "../engine/trie";
 import type { DraftRequest, Drafter } from "./drafter";
 import { gumbel } from "../sampling/sampler";
+import { DEFAULT_HISTORY_MAX_NODES, DEFAULT_HISTORY_MAX_PROMPTS, HistoryStore } from "./history-store";
+
+export { DEFAULT_HISTORY_MAX_NODES, DEFAULT_HISTORY_MAX_PROMPTS } from "./history-store";
 
 /**
  * A trie of every substring (up to `depth` tokens) of the documents appended to it, with counts.
@@ -118,8 +121,8 @@ export class SuffixTrie {
    * verifier walks that far (the product of `winProbability` along it) falls below `minScore`.
    */
   grow(node: number, maxNodes: number, maxDepth: number, minScore: number, noise: (depth: number, token: number) => number): Trie {
-    const trie: Trie = { tokens: [], parents: [] };
-    const spare: [number, number, number][] = []; // [share, token, parent index]
+    const trie: Trie & { scores: number[] } = { tokens: [], parents: [], scores: [] };
+    const spare: [number, number, number, number][] = []; // [share, token, parent index, reach of the parent]
     let parentIdx = -1;
     let reach = 1; // estimated probability that the verifier walks this far
     for (let depth = 1; depth <= maxDepth && trie.tokens.length < maxNodes; depth++) {
@@ -136,21 +139,25 @@ export class SuffixTrie {
           bestNoise = g;
         }
       }
+      const reachBefore = reach;
       reach *= winProbability(this.counts[best] / (this.counts[node] + PSEUDO_COUNT), bestNoise);
       if (reach < minScore) break;
       for (let c = this.firstChild[node]; c > 0; c = this.nextSibling[c]) {
-        if (c !== best) spare.push([this.counts[c] / this.counts[node], this.labels[c], parentIdx]);
+        if (c !== best) spare.push([this.counts[c] / this.counts[node], this.labels[c], parentIdx, reachBefore]);
       }
       trie.tokens.push(this.labels[best]);
       trie.parents.push(parentIdx);
+      trie.scores.push(reach);
       parentIdx = trie.tokens.length - 1;
       node = best;
     }
     spare.sort((a, b) => b[0] - a[0]);
-    for (const [share, token, parent] of spare) {
+    for (const [share, token, parent, parentReach] of spare) {
       if (trie.tokens.length >= maxNodes || share < minScore) break;
       trie.tokens.push(token);
       trie.parents.push(parent);
+      // the verifier reaches a side branch only where it left the chain: at most the share the chain's choice did not take
+      trie.scores.push(parentReach * share);
     }
     return sortParentsFirst(trie);
   }
@@ -181,7 +188,11 @@ function sortParentsFirst(trie: Trie): Trie {
   const visit = (p: number) => children[p + 1].forEach((c) => (order.push(c), visit(c)));
   visit(-1);
   const newIndex = new Map(order.map((old, i) => [old, i]));
-  return { tokens: order.map((i) => trie.tokens[i]), parents: order.map((i) => (trie.parents[i] < 0 ? -1 : newIndex.get(trie.parents[i])!)) };
+  return {
+    tokens: order.map((i) => trie.tokens[i]),
+    parents: order.map((i) => (trie.parents[i] < 0 ? -1 : newIndex.get(trie.parents[i])!)),
+    ...(trie.scores ? { scores: order.map((i) => trie.scores![i]) } : {}),
+  };
 }
 
 interface OwnState {
@@ -201,11 +212,16 @@ export interface SuffixOptions {
   globalNodes: number;
   /** Deepest draft a trie can continue a full-length match with (drafts stop at the step's depth budget anyway). */
   maxDraftDepth: number;
+  /** Most prompts the history store keeps a trie for; least recently used go first (see history-store.ts). */
+  historyMaxPrompts: number;
+  /** Most trie nodes the history store holds over all prompts (~40-60 B each; see history-store.ts). */
+  historyMaxNodes: number;
 }
 
 export class SuffixDrafter implements Drafter {
   readonly name = "suffix";
-  private readonly history = new Map<string, SuffixTrie>();
+  /** A trie per prompt key, bounded (least recently used prompts are evicted). */
+  private readonly history: HistoryStore;
   /** Every finished response, whatever its prompt: phrasing that recurs across prompts. */
   private global: SuffixTrie;
   private readonly own = new Map<number, OwnState>();
@@ -214,13 +230,29 @@ export class SuffixDrafter implements Drafter {
   private readonly trieDepth: number;
 
   constructor(opts: Partial<SuffixOptions> = {}) {
-    this.opts = { maxMatch: 16, alpha: 2, minScore: 0.05, promptTail: 32, globalNodes: 2_000_000, maxDraftDepth: 16, ...opts };
+    this.opts = {
+      maxMatch: 16,
+      alpha: 2,
+      minScore: 0.05,
+      promptTail: 32,
+      globalNodes: 2_000_000,
+      maxDraftDepth: 16,
+      historyMaxPrompts: DEFAULT_HISTORY_MAX_PROMPTS,
+      historyMaxNodes: DEFAULT_HISTORY_MAX_NODES,
+      ...opts,
+    };
     this.trieDepth = this.opts.maxMatch + this.opts.maxDraftDepth;
     this.global = new SuffixTrie(this.trieDepth);
+    this.history = new HistoryStore({ maxPrompts: this.opts.historyMaxPrompts, maxNodes: this.opts.historyMaxNodes });
   }
 
   /** Documents indexed in the history store (for stats and tests). */
   historyDocuments = 0;
+
+  /** The history store's prompts, trie nodes and evictions so far (for stats and tests). */
+  historyStats(): { prompts: number; nodes: number; evictions: number } {
+    return { prompts: this.history.size, nodes: this.history.nodes, evictions: this.history.evictions };
+  }
 
   async propose(requests: DraftRequest[]): Promise<Trie[]> {
     return requests.map((r) => this.one(r));
@@ -266,9 +298,8 @@ export class SuffixDrafter implements Drafter {
 
   finish(r: DraftRequest, output: readonly number[]): void {
     this.own.delete(r.id);
-    let t = this.history.get(r.historyKey);
-    if (!t) this.history.set(r.historyKey, (t = new SuffixTrie(this.trieDepth)));
-    t.add([...r.promptIds.slice(-this.opts.promptTail), ...output]);
+    this.history.add(r.historyKey, [...r.promptIds.slice(-this.opts.promptTail), ...output], this.trieDepth);
+    // the cross-prompt trie is bounded by restarting
     if (this.global.size > this.opts.globalNodes) this.global = new SuffixTrie(this.trieDepth);
     this.global.add(output);
     this.historyDocuments++;

@@ -6,6 +6,12 @@
 export interface Trie {
   tokens: number[];
   parents: number[];
+  /**
+   * A drafter's estimate, per node, of the chance that the verifier walks to the node and accepts it
+   * (the product of the per-edge acceptance estimates along its path). Optional: the engine ignores
+   * it; the scheduling policy calibrates it and prices the node with it.
+   */
+  scores?: number[];
 }
 
 export const EMPTY_TRIE: Trie = { tokens: [], parents: [] };

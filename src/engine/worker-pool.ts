@@ -18,7 +18,7 @@ import { EMPTY_TRIE } from "./trie";
 
 export interface WorkerPoolOptions {
   address: string;
-  /** The role this pool's workers register with: verifiers, or model drafters (a ModelDrafter's engine). */
+  /** The role this pool's workers register with: verifiers, or model drafters (a model drafter's engine: CoupledModelDrafter or DecoupledModelDrafter). */
   role?: "verifier" | "drafter";
   heartbeatIntervalS: number;
   workerTimeoutS: number;

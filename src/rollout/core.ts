@@ -14,6 +14,7 @@ import { EMPTY_TRIE, type Trie, trieDepths } from "../engine/trie";
 import { endsSample } from "../engine/walk";
 import type { SamplingParams } from "../sampling/sampler";
 import { validateParams } from "../sampling/sampler";
+import { shapeOf } from "../scheduler/cost-model";
 
 export interface RolloutRequest {
   promptIds: number[];
@@ -184,6 +185,7 @@ export class RolloutCore {
       output: out,
       params: req.params,
       seed: req.seed,
+      maxTokens: req.maxTokens,
       maxDepth: 0,
       maxNodes: 0,
     };
@@ -397,7 +399,9 @@ export class RolloutCore {
       // a release still in progress finishes first; a failed restore fails the step's requests
       await this.memoryChain;
       if (this.memory === "released") await this.restoreMemory();
+      const timing = this.spec?.drafter.stepTimed ? { shape: shapeOf(steps, (id) => this.engine.cachedLength(id)), t0: performance.now() } : undefined;
       results = await this.engine.step(steps);
+      if (timing) this.spec!.drafter.stepTimed!({ shape: timing.shape, ms: performance.now() - timing.t0 });
     } catch (e) {
       const error = e instanceof Error ? e : new Error(String(e));
       for (const a of group) a.inStep = false;

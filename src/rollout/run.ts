@@ -13,31 +13,22 @@
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import type { Drafter } from "../drafters/drafter";
-import { ModelDrafter, type ModelDrafterOptions } from "../drafters/model";
-import { NgramDrafter } from "../drafters/ngram";
-import { SuffixDrafter } from "../drafters/suffix";
+import type { DraftCost, DrafterName } from "../drafters/registry";
 import type { Engine } from "../engine/engine";
-import { OnnxEngine } from "../engine/onnx-engine";
-import { ThreadedEngine } from "../engine/threaded-engine";
-import { drafterDir, driftedModel, meanKl } from "../models/registry";
+import { driftedModel, meanKl } from "../models/registry";
 import type { SamplingParams } from "../sampling/sampler";
 import { deriveSeed } from "../sampling/seeds";
-import { type CoreStats, type FinishReason, RolloutCore } from "./core";
-
-/**
- * plain: no drafts. vanilla: one drafter and the verifier take turns on every core (coupled).
- * decoupled: the model drafter runs ahead on cores of its own (`drafterThreads`, default 1) while the
- * verifier runs on the rest, and each verify step takes whatever the drafter has ready.
- */
-export type Mode = "plain" | "vanilla" | "decoupled";
-export const MODES = ["plain", "vanilla", "decoupled"] as const;
-export const DRAFTERS = ["ngram", "suffix", "model"] as const;
-export type DrafterName = (typeof DRAFTERS)[number];
+import { type CoreStats, type FinishReason, RolloutCore, type SpecConfig } from "./core";
+import { CrossEpoch, MODE_REGISTRY, type Mode, speculationOf } from "./modes";
 
 export interface RolloutPlan {
   modelDir: string;
   promptIds: number[][];
+  /**
+   * Fresh prompts per epoch (GRPO seldom repeats a prompt soon): epoch e runs `epochPrompts[e]`
+   * instead of `promptIds` (same count per epoch); history then comes from siblings only.
+   */
+  epochPrompts?: number[][][];
   n: number;
   maxTokens: number;
   params: SamplingParams;
@@ -47,7 +38,14 @@ export interface RolloutPlan {
   /** Relative weight perturbation per epoch (0: the same model every epoch). */
   drift: number;
   mode: Mode;
+  /** vanilla: its drafter (decoupled: model). */
   drafter?: DrafterName;
+  /** specactor: the drafters merged per request (default suffix, ngram, model). */
+  drafters?: DrafterName[];
+  /** specactor: the policy (cost, or an ablation: const-price, fixed, batch-table). */
+  policy?: string;
+  /** specactor: weight drafts by predicted remaining length (default on). */
+  makespan?: boolean;
   draftLen: number;
   /** The model drafter: a drafter name of the epoch model (q8, layers8) or a prepared directory; default: the model's first drafter. */
   drafterModel?: string;
@@ -56,38 +54,9 @@ export interface RolloutPlan {
   threads?: number;
   /** decoupled mode: the drafter engine's threads (default 1); the verifier gets the remaining cores. */
   drafterThreads?: number;
-}
-
-/**
- * How the model drafter weighs a drafted token's chance of acceptance against its cost
- * (`src/drafters/model.ts`): "auto" times the drafter and verifier steps, a number fixes the ratio of
- * their costs, "off" drafts while the drafter's own confidence stays above 5% (the draft length is
- * then nearly fixed).
- */
-export type DraftCost = "auto" | "off" | number;
-
-/** Checks `--mode` and `--drafter` together; returns the drafter (decoupled implies model) or throws a message for the user. */
-export function modeDrafter(mode: string, drafter: string | undefined): DrafterName | undefined {
-  if (!(MODES as readonly string[]).includes(mode)) throw new Error(`--mode ${mode} is not supported (supported: ${MODES.join(", ")})`);
-  if (mode === "decoupled") drafter ??= "model";
-  if (mode === "vanilla" && !drafter) throw new Error(`--mode vanilla needs --drafter (${DRAFTERS.join(", ")})`);
-  if (drafter !== undefined && !(DRAFTERS as readonly string[]).includes(drafter)) throw new Error(`unknown drafter '${drafter}' (known: ${DRAFTERS.join(", ")})`);
-  if (mode === "plain" && drafter) throw new Error("--drafter needs --mode vanilla or decoupled");
-  if (mode === "decoupled" && drafter !== "model") throw new Error(`--mode decoupled runs the model drafter, not '${drafter}'`);
-  return drafter as DrafterName | undefined;
-}
-
-/** Parses `--draft-cost`; throws a message for the user on anything else. */
-export function parseDraftCost(s: string): DraftCost {
-  if (s === "auto" || s === "off") return s;
-  const x = Number(s);
-  if (s.trim() === "" || !Number.isFinite(x) || x < 0) throw new Error(`--draft-cost must be auto, off or a number >= 0, got '${s}'`);
-  return x;
-}
-
-export function modelDrafterOptions(cost: DraftCost = "auto"): Partial<ModelDrafterOptions> {
-  if (cost === "off") return { costAware: false };
-  return cost === "auto" ? { costAware: true } : { costAware: true, cost };
+  /** The suffix drafter's history store bounds (defaults: src/drafters/history-store.ts). */
+  historyMaxPrompts?: number;
+  historyMaxNodes?: number;
 }
 
 export interface SampleRecord {
@@ -101,7 +70,7 @@ export interface SampleRecord {
 }
 
 export interface DrafterSummary {
-  name: DrafterName;
+  name: string;
   draft_len: number;
   verify_steps: number;
   proposed_tokens: number;
@@ -141,10 +110,14 @@ export interface RolloutSummary extends Omit<EpochSummary, "epoch" | "model" | "
   seed: number;
   max_batch: number;
   per_epoch: EpochSummary[];
+  /** specactor: the policy, its cost model (curve, mean error) and per-drafter figures. */
+  specactor?: Record<string, unknown>;
 }
 
 export interface RolloutHooks {
   onTokens?: (n: number) => void;
+  /** After every engine step of epoch `epoch`, with its sequences (benchmarks plot the live batch). */
+  onStep?: (epoch: number, sequences: number) => void;
   onSample?: () => void;
   onEpoch?: (e: EpochSummary) => void;
 }
@@ -153,7 +126,7 @@ export function epochSeed(seed: number, epoch: number): number {
   return epoch === 0 ? seed : deriveSeed(seed, 0xffffffff, epoch);
 }
 
-function drafterSummary(name: DrafterName, draftLen: number, s: NonNullable<CoreStats["drafter"]>): DrafterSummary {
+function drafterSummary(name: string, draftLen: number, s: NonNullable<CoreStats["drafter"]>): DrafterSummary {
   return {
     name,
     draft_len: draftLen,
@@ -169,80 +142,50 @@ function drafterSummary(name: DrafterName, draftLen: number, s: NonNullable<Core
 }
 
 /** Runs every epoch; returns the records (epoch-major, then prompt, then sample) and the summary. */
+export { MODES, type Mode, speculationOf, threadSplit } from "./modes";
+export { DRAFTERS, type DrafterName, type DraftCost, makeDrafter, parseDraftCost, modelDrafterOptions } from "../drafters/registry";
+
 export async function runRollout(plan: RolloutPlan, hooks: RolloutHooks = {}) {
-  const drafterName = modeDrafter(plan.mode, plan.drafter);
-  const split = plan.mode === "decoupled" ? threadSplit(plan.threads, plan.drafterThreads) : undefined;
-  const history = plan.drafter === "suffix" ? new SuffixDrafter() : undefined;
+  const choice = speculationOf(plan.mode, plan.drafter, plan.drafters?.join(","));
+  const mode = MODE_REGISTRY[choice.mode];
+  const cross = new CrossEpoch();
   const records: SampleRecord[] = [];
   const epochs: EpochSummary[] = [];
   const modelDirs: string[] = [];
   let engineName = "";
-  for (let e = 0; e < plan.epochs; e++) {
-    const modelDir = await driftedModel(plan.modelDir, plan.drift, e);
-    modelDirs.push(modelDir);
-    // decoupled: the verifier steps off the main thread, so the drafter's loop runs while it verifies
-    const engine = split ? await ThreadedEngine.load(modelDir, { threads: split.verifier }) : await OnnxEngine.load(modelDir, { threads: plan.threads });
-    engineName = engine.info.name;
-    const ownThread = split ? { threads: split.drafter, threaded: true, decoupled: true } : {};
-    const drafter: Drafter | undefined = drafterName ? (history ?? (await makeDrafter(drafterName, modelDir, { ...plan, ...ownThread }))) : undefined;
-    try {
-      const { records: recs, summary } = await runEpoch(engine, plan, e, drafter, hooks);
-      records.push(...recs);
-      epochs.push(summary);
-    } finally {
-      if (drafter && drafter !== history) await drafter.close?.();
-      await engine.close();
+  let report: Record<string, unknown> | undefined;
+  try {
+    for (let e = 0; e < plan.epochs; e++) {
+      const modelDir = await driftedModel(plan.modelDir, plan.drift, e);
+      modelDirs.push(modelDir);
+      const { engine, spec } = await mode.setup({ ...plan, drafter: choice.drafter, drafters: choice.drafters }, modelDir, cross);
+      engineName = engine.info.name;
+      try {
+        const { records: recs, summary } = await runEpoch(engine, plan, e, spec, hooks);
+        records.push(...recs);
+        epochs.push(summary);
+      } finally {
+        await cross.release(spec?.drafter);
+        await engine.close();
+      }
     }
+    report = cross.specactor?.report();
+  } finally {
+    await cross.close();
   }
   if (plan.drift > 0 && plan.epochs > 1) {
     for (let e = 1; e < plan.epochs; e++) epochs[e].kl_from_previous = round(await klBetween(modelDirs[e - 1], modelDirs[e], plan, records, e - 1), 6);
   }
   epochs.forEach((s) => hooks.onEpoch?.(s));
-  return { records, summary: summarize(plan, engineName, epochs) };
+  return { records, summary: { ...summarize(plan, engineName, epochs), ...(report ? { specactor: report } : {}) } as RolloutSummary };
 }
 
-/** A fresh drafter by name; `model` loads the drafter model (`drafterDir`: by default `modelDir`'s 8-bit copy). */
-export async function makeDrafter(
-  name: DrafterName | undefined,
-  modelDir: string,
-  opts: {
-    drafterModel?: string;
-    draftCost?: DraftCost;
-    threads?: number;
-    /** the drafter engine on its own thread (a server, decoupled mode) */
-    threaded?: boolean;
-    /** draft ahead while the verifier runs (they overlap where both engines step off the main thread) */
-    decoupled?: boolean;
-  } = {},
-): Promise<Drafter> {
-  switch (name) {
-    case "ngram":
-      return new NgramDrafter();
-    case "suffix":
-      return new SuffixDrafter();
-    case "model": {
-      const dir = drafterDir(modelDir, opts.drafterModel);
-      const load = opts.threaded ? ThreadedEngine.load : OnnxEngine.load;
-      return new ModelDrafter(await load(dir, { threads: opts.threads }), { ...modelDrafterOptions(opts.draftCost), decoupled: opts.decoupled ?? false });
-    }
-    default:
-      throw new Error(`unknown drafter '${name}'`);
-  }
-}
-
-/** Decoupled mode's cores: the drafter's (default 1) and the verifier's (the rest of `threads`, default all cores, at least 1). */
-export function threadSplit(threads: number | undefined, drafterThreads: number | undefined): { verifier: number; drafter: number } {
-  const total = threads ?? os.cpus().length;
-  const drafter = drafterThreads ?? 1;
-  if (!Number.isInteger(drafter) || drafter < 1) throw new Error(`drafter threads must be an integer >= 1, got ${drafterThreads}`);
-  return { verifier: Math.max(1, total - drafter), drafter };
-}
-
-async function runEpoch(engine: Engine, plan: RolloutPlan, epoch: number, drafter: Drafter | undefined, hooks: RolloutHooks) {
-  const core = new RolloutCore(engine, plan.maxBatch, drafter ? { drafter, draftLen: plan.draftLen } : undefined);
+async function runEpoch(engine: Engine, plan: RolloutPlan, epoch: number, spec: SpecConfig | undefined, hooks: RolloutHooks) {
+  const core = new RolloutCore(engine, plan.maxBatch, spec);
   core.onTokens = hooks.onTokens;
+  core.onEngineStep = (n) => hooks.onStep?.(epoch, n);
   const base = epochSeed(plan.seed, epoch);
-  const requests = plan.promptIds.flatMap((ids, j) =>
+  const requests = promptsOf(plan, epoch).flatMap((ids, j) =>
     Array.from({ length: plan.n }, (_, i) => ({
       j,
       i,
@@ -278,7 +221,7 @@ async function runEpoch(engine: Engine, plan: RolloutPlan, epoch: number, drafte
     mean_batch_occupancy: round(s.seqSteps / Math.max(1, s.engineSteps), 3),
     peak_batch: s.peakBatch,
     finish_reasons: finish,
-    ...(s.drafter && plan.drafter ? { drafter: drafterSummary(plan.drafter, plan.draftLen, { ...s.drafter, metrics: core.drafterMetrics() }) } : {}),
+    ...(s.drafter && spec ? { drafter: drafterSummary(spec.drafter.name, spec.draftLen, { ...s.drafter, metrics: core.drafterMetrics() }) } : {}),
   };
   return { records, summary };
 }
@@ -290,7 +233,7 @@ async function klBetween(a: string, b: string, plan: RolloutPlan, records: Sampl
     const rows = records.filter((r) => r.epoch === epoch).slice(0, 16);
     fs.writeFileSync(
       file,
-      rows.map((r) => JSON.stringify({ ids: [...plan.promptIds[r.prompt_index], ...r.token_ids], start: plan.promptIds[r.prompt_index].length })).join("\n") + "\n",
+      rows.map((r) => JSON.stringify({ ids: [...promptsOf(plan, epoch)[r.prompt_index], ...r.token_ids], start: promptsOf(plan, epoch)[r.prompt_index].length })).join("\n") + "\n",
     );
     return await meanKl(a, b, file);
   } finally {
@@ -335,6 +278,11 @@ function summarize(plan: RolloutPlan, engine: string, epochs: EpochSummary[]): R
     ...(drafter ? { drafter } : {}),
     per_epoch: epochs,
   };
+}
+
+/** The prompts epoch `epoch` runs. */
+export function promptsOf(plan: Pick<RolloutPlan, "promptIds" | "epochPrompts">, epoch: number): number[][] {
+  return plan.epochPrompts?.[epoch] ?? plan.promptIds;
 }
 
 function round(x: number, digits = 2): number {

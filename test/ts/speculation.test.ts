@@ -7,10 +7,11 @@ import type { Trie } from "../../src/engine/trie";
 import type { Engine, SeqStep } from "../../src/engine/engine";
 import { NgramDrafter } from "../../src/drafters/ngram";
 import { SuffixDrafter } from "../../src/drafters/suffix";
-import { ModelDrafter } from "../../src/drafters/model";
+import { CoupledModelDrafter } from "../../src/drafters/model-coupled";
+import { DecoupledModelDrafter } from "../../src/drafters/model-decoupled";
 import type { SamplingParams } from "../../src/sampling/sampler";
 import { deriveSeed } from "../../src/sampling/seeds";
-import { makeDrafter } from "../../src/rollout/run";
+import { makeDrafter } from "../../src/drafters/registry";
 import { ThreadedEngine } from "../../src/engine/threaded-engine";
 import { tinyDir } from "./helpers";
 
@@ -195,7 +196,7 @@ for (const [label, make] of [
 
 test("the model drafter (same seeded noise) is exact; the policy as its own drafter is accepted whole", async () => {
   const draftEngine = await OnnxEngine.load(tinyDir());
-  const drafter = new ModelDrafter(draftEngine, { minReach: 0, costAware: false }); // always the full draft length
+  const drafter = new CoupledModelDrafter(draftEngine, { minReach: 0, costAware: false }); // always the full draft length
   for (const [, params] of PARAMS) {
     const reqs = requests(params, 30, 2);
     const plain = await rollout(reqs);
@@ -210,8 +211,8 @@ test("the model drafter (same seeded noise) is exact; the policy as its own draf
 
 test("the model drafter stops a chain where the verifier is unlikely to reach, and stays exact", async () => {
   // tiny's distributions are nearly flat, so a drawn token's estimated chance to win is small
-  const full = new ModelDrafter(await OnnxEngine.load(tinyDir()), { minReach: 0, costAware: false });
-  const unsure = new ModelDrafter(await OnnxEngine.load(tinyDir()), { minReach: 0.5, costAware: false });
+  const full = new CoupledModelDrafter(await OnnxEngine.load(tinyDir()), { minReach: 0, costAware: false });
+  const unsure = new CoupledModelDrafter(await OnnxEngine.load(tinyDir()), { minReach: 0.5, costAware: false });
   const params: SamplingParams = { temperature: 1, topP: 1, topK: -1 };
   const reqs = requests(params, 30, 2);
   const plain = await rollout(reqs);
@@ -275,29 +276,30 @@ test("the model drafter weighs measured acceptance against its cost: a good draf
   const params: SamplingParams = { temperature: 0, topP: 1, topK: -1 };
   const reqs = requests(params, 60, 2);
   const plain = await rollout(reqs);
-  const run = async (drafter: ModelDrafter) => {
+  const run = async (drafter: CoupledModelDrafter) => {
     const spec = await rollout(reqs, { drafter, draftLen: 4 });
     spec.results.forEach((r, i) => assert.deepEqual(r.tokenIds, plain.results[i].tokenIds));
     await drafter.close();
     return { ...spec.stats, drafterMetrics: spec.drafterMetrics };
   };
-  const good = await run(new ModelDrafter(await OnnxEngine.load(tinyDir()), { cost: 0.2 }));
+  const good = await run(new CoupledModelDrafter(await OnnxEngine.load(tinyDir()), { cost: 0.2 }));
   assert.ok(good.drafter!.acceptedTokens >= 0.95 * good.drafter!.proposedTokens);
   assert.ok(good.drafter!.proposedTokens >= 3 * good.drafter!.verifySeqSteps, `${good.drafter!.proposedTokens} in ${good.drafter!.verifySeqSteps} steps`);
 
-  const blind = await run(new ModelDrafter(new ShiftedEngine(await OnnxEngine.load(tinyDir())), { costAware: false }));
-  const wrong = new ModelDrafter(new ShiftedEngine(await OnnxEngine.load(tinyDir())), { cost: 0.2, probeEvery: 8 });
+  const blind = await run(new CoupledModelDrafter(new ShiftedEngine(await OnnxEngine.load(tinyDir())), { costAware: false }));
+  const wrong = new CoupledModelDrafter(new ShiftedEngine(await OnnxEngine.load(tinyDir())), { cost: 0.2, probeEvery: 8 });
   const aware = await run(wrong);
   assert.equal(blind.drafter!.acceptedTokens, 0);
   assert.ok(blind.drafter!.proposedTokens >= 3 * blind.seqSteps, `${blind.drafter!.proposedTokens} in ${blind.seqSteps} steps`);
-  // after a few misses the measured acceptance is below the cost: one probe token every 8 steps of a request
+  // after a few misses the measured acceptance is below the cost: probes only, paid from 2% of the
+  // verifier's time (a probe here costs a whole verifier step: the drafter is the policy itself)
   assert.ok(aware.drafter!.proposedTokens < 0.25 * aware.seqSteps, `${aware.drafter!.proposedTokens} in ${aware.seqSteps} steps`);
-  assert.ok(aware.drafter!.proposedTokens > 0.08 * aware.seqSteps, "probes keep measuring");
+  assert.ok(aware.drafter!.proposedTokens > 0, "probes keep measuring");
   assert.ok(wrong.metrics().acceptance < 0.2, `acceptance ${wrong.metrics().acceptance}`);
   assert.ok(wrong.acceptance(1) < 0.2, `estimate at confidence 1: ${wrong.acceptance(1)}`);
 
   // measured cost: the policy drafting for itself costs about a verifier step per token
-  const self = new ModelDrafter(await OnnxEngine.load(tinyDir()));
+  const self = new CoupledModelDrafter(await OnnxEngine.load(tinyDir()));
   const timed = await run(self);
   assert.ok(self.metrics().cost > 0.2, `cost ${self.metrics().cost}`);
   assert.equal(timed.drafterMetrics?.cost, self.metrics().cost);
@@ -309,7 +311,7 @@ test("the acceptance table learns that a drafter agreeing with the policy is acc
   const params: SamplingParams = { temperature: 1, topP: 1, topK: -1 };
   const reqs = requests(params, 60, 2);
   const plain = await rollout(reqs);
-  const self = new ModelDrafter(await OnnxEngine.load(tinyDir()), { cost: 0.2 });
+  const self = new CoupledModelDrafter(await OnnxEngine.load(tinyDir()), { cost: 0.2 });
   const spec = await rollout(reqs, { drafter: self, draftLen: 4 });
   spec.results.forEach((r, i) => assert.deepEqual(r.tokenIds, plain.results[i].tokenIds));
   const d = spec.stats.drafter!;
@@ -320,7 +322,7 @@ test("the acceptance table learns that a drafter agreeing with the policy is acc
 });
 
 test("the default model drafter, tiny's 8-bit copy, is exact and mostly accepted", async () => {
-  const drafter = await makeDrafter("model", tinyDir(), { draftCost: 0.2 });
+  const drafter = await makeDrafter("model", { modelDir: tinyDir(), draftCost: 0.2 });
   for (const [label, params] of PARAMS) {
     const reqs = requests(params, 40, 2);
     const plain = await rollout(reqs);
@@ -367,7 +369,7 @@ test("decoupled: the model drafter running ahead on its own thread is exact at e
   // both engines off the main thread, as in a decoupled rollout: drafting and verifying overlap;
   // tiny's drafter costs what it verifies, so the verifier is slowed to let the drafter get ahead
   const verifier = new SlowEngine(await ThreadedEngine.load(tinyDir(), { threads: 1 }), 4);
-  const drafter = await makeDrafter("model", tinyDir(), { drafterModel: tinyDir(), threaded: true, threads: 1, decoupled: true, draftCost: "off" });
+  const drafter = await makeDrafter("model", { modelDir: tinyDir(), drafterModel: tinyDir(), threaded: true, threads: 1, decoupled: true, draftCost: "off" });
   try {
     for (const [label, params] of PARAMS) {
       const reqs = requests(params, 40, 2);
@@ -391,7 +393,7 @@ test("decoupled: drafter steps that fail cost counted errors, never a request or
   const reqs = requests(params, 40, 2);
   const plain = await rollout(reqs);
   const flaky = new FlakyEngine(await OnnxEngine.load(tinyDir()), new Set([3, 4, 30]));
-  const drafter = new ModelDrafter(flaky, { costAware: false, minReach: 0, decoupled: true });
+  const drafter = new DecoupledModelDrafter(flaky, { costAware: false, minReach: 0 });
   const core = new RolloutCore(new SlowEngine(engine, 4), 5, { drafter, draftLen: 4 });
   const results = await Promise.all(reqs.map((r) => core.submit(r)));
   results.forEach((r, i) => assert.deepEqual(r.tokenIds, plain.results[i].tokenIds));

@@ -74,6 +74,8 @@ def compose_config(args: argparse.Namespace, model_dir: Path, prompt_length: int
     ]
     if args.drafter:
         overrides.append(f"+actor_rollout_ref.rollout.custom.specactor.drafter={args.drafter}")
+    if args.drafters:
+        overrides.append(f"+actor_rollout_ref.rollout.custom.specactor.drafters=[{args.drafters}]")
     if args.max_batch:
         overrides.append(f"+actor_rollout_ref.rollout.custom.specactor.max_batch={args.max_batch}")
     if args.seed is not None:
@@ -225,6 +227,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--mode", choices=MODES, default="plain")
     p.add_argument("--drafter", choices=DRAFTERS, default=None, help="the drafter of --mode vanilla")
+    p.add_argument(
+        "--drafters", default=None, metavar="LIST", help="--mode specactor: drafters merged per request (a,b)"
+    )
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=-1)
@@ -242,6 +247,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error("--n, --response-length and --agent-workers must be >= 1")
     if args.mode == "vanilla" and args.drafter is None:
         p.error("--mode vanilla needs --drafter")
+    if args.drafters is not None and args.mode != "specactor":
+        p.error("--drafters needs --mode specactor")
     return args
 
 

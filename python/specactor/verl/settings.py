@@ -19,8 +19,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-MODES = ("plain", "vanilla", "decoupled")
+MODES = ("plain", "vanilla", "decoupled", "specactor")
 DRAFTERS = ("ngram", "suffix", "model")
+POLICIES = ("cost", "const-price", "fixed", "batch-table")
+SPECACTOR_DRAFTERS = ("suffix", "ngram", "model")
 ENGINES = ("onnx", "workers")
 MODEL_NAMES = ("tiny", "smollm2")
 
@@ -34,9 +36,14 @@ class SpecActorSettings:
     """``actor_rollout_ref.rollout.custom.specactor``: every key is optional."""
 
     mode: str = "plain"
-    """plain | vanilla (drafter and verifier take turns) | decoupled (the model drafter runs ahead)."""
+    """plain | vanilla (drafter and verifier take turns) | decoupled (the model drafter runs ahead) |
+    specactor (several drafters merged per request under the cost-model policy)."""
     drafter: str | None = None
     """ngram | suffix | model: the drafter of mode vanilla (decoupled implies model)."""
+    drafters: list[str] | None = None
+    """Mode specactor: the drafters merged per request (default suffix, ngram, model)."""
+    policy: str = "cost"
+    """Mode specactor: cost (the measured cost model) or an ablation: const-price, fixed, batch-table."""
     draft_len: int = 4
     """Deepest draft per verify step."""
     drafter_model: str | None = None
@@ -83,6 +90,8 @@ class SpecActorSettings:
                 f"(known: {', '.join(sorted(known))})"
             )
         values = dict(raw)
+        if values.get("drafters") is not None:
+            values["drafters"] = [str(d) for d in values["drafters"]]
         if "server_args" in values:
             values["server_args"] = [str(a) for a in values["server_args"] or []]
         s = cls(**values)
@@ -97,8 +106,18 @@ class SpecActorSettings:
             raise SettingsError(f"{key}.mode=vanilla needs {key}.drafter, one of {', '.join(DRAFTERS)}")
         if self.mode == "decoupled" and self.drafter not in (None, "model"):
             raise SettingsError(f"{key}.mode=decoupled drafts with the model drafter, not {self.drafter!r}")
-        if self.mode == "plain" and self.drafter is not None:
+        if self.mode in ("plain", "specactor") and self.drafter is not None:
             raise SettingsError(f"{key}.drafter={self.drafter!r} needs {key}.mode=vanilla or decoupled")
+        if self.drafters is not None:
+            if self.mode != "specactor":
+                raise SettingsError(f"{key}.drafters needs {key}.mode=specactor (vanilla takes one drafter)")
+            bad = [d for d in self.drafters if d not in DRAFTERS]
+            if bad or not self.drafters or len(set(self.drafters)) != len(self.drafters):
+                raise SettingsError(
+                    f"{key}.drafters={self.drafters!r}: a non-empty list of distinct drafters from {', '.join(DRAFTERS)}"
+                )
+        if self.policy not in POLICIES:
+            raise SettingsError(f"{key}.policy={self.policy!r} is not supported ({', '.join(POLICIES)})")
         if self.engine not in ENGINES:
             raise SettingsError(f"{key}.engine={self.engine!r} is not supported ({', '.join(ENGINES)})")
         for name in ("draft_len", "workers"):
@@ -112,6 +131,14 @@ class SpecActorSettings:
         ):
             raise SettingsError(f"{key}.metrics_port must be an integer >= 0, got {self.metrics_port!r}")
 
+    def specactor_drafters(self) -> list[str]:
+        return list(self.drafters) if self.drafters is not None else list(SPECACTOR_DRAFTERS)
+
+    def uses_model_drafter(self) -> bool:
+        if self.mode == "specactor":
+            return "model" in self.specactor_drafters()
+        return self.mode == "decoupled" or self.drafter == "model"
+
     def batch(self, max_num_seqs: int) -> int:
         return self.max_batch or max(1, min(max_num_seqs, 256))
 
@@ -124,6 +151,8 @@ class SpecActorSettings:
         args += ["--max-batch", str(self.batch(max_num_seqs))]
         if self.drafter is not None:
             args += ["--drafter", self.drafter]
+        if self.mode == "specactor":
+            args += ["--drafters", ",".join(self.specactor_drafters()), "--policy", self.policy]
         if self.drafter_model is not None:
             args += ["--drafter-model", self.drafter_model]
         if hybrid:
@@ -153,14 +182,14 @@ def check_hybrid(settings: SpecActorSettings, rollout_config: Any, model_config:
     """What the hybrid engine (weights synced from the trainer ranks) cannot run, refused at start-up
     with the setting named: the replica and every trainer rank's adapter call this."""
     key = "actor_rollout_ref.rollout.custom.specactor"
-    if settings.mode == "decoupled" or settings.drafter == "model":
+    if settings.uses_model_drafter():
         # the model drafters (the 8-bit copy, the truncated layers) are derived from the policy when
         # the model is prepared; nothing rebuilds them from synced weights, so they would draft for a
         # stale policy (exact, but ever slower) with no sign of it
         raise SettingsError(
             f"{key}.mode={settings.mode} drafter={settings.drafter or 'model'}: the model drafter is not "
             "rebuilt from synced weights, so the hybrid engine does not support it; use drafter=ngram or "
-            "drafter=suffix (mode=vanilla), or mode=plain"
+            "drafter=suffix (mode=vanilla), drafters=[suffix,ngram] (mode=specactor), or mode=plain"
         )
     tp = int(config_value(rollout_config, "tensor_model_parallel_size") or 1)
     if tp != 1:
