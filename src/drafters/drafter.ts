@@ -52,6 +52,12 @@ export interface Drafter {
   observe?(id: number, emitted: readonly number[], accepted: number, verified?: number): void;
   /** The request ended; `output` is its whole response (a history drafter learns from it). */
   finish?(request: DraftRequest, output: readonly number[]): void;
+  /**
+   * After `propose`: whether the step should run the requests with a draft and those without as two
+   * engine steps (the engines pad a step to its longest sequence; a policy that drafts for a few
+   * requests of a large batch saves the others' padding rows).
+   */
+  splitStep?(): boolean;
   /** Every engine step this drafter's proposals went into, timed. */
   stepTimed?(timing: StepTiming): void;
   /** The drafter's own figures for summaries and stats (the model drafter's acceptance and cost). */

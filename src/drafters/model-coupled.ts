@@ -22,6 +22,8 @@ import type { AcceptanceTable } from "./acceptance-table";
 import { ModelDrafterCore, ema, type ModelDrafterOptions } from "./model";
 
 /** Probes may take this share of the verifier's time while drafting does not pay. */
+/** What drafting can save per remaining token, as a share of the request's part of a verify step. */
+const CATCH_UP_SAVING = 0.3;
 const PROBE_SHARE = 0.02;
 /** The probe allowance saves up to this many verifier steps' worth (a probe may cost more than one step). */
 const PROBE_ALLOWANCE_STEPS = 2;
@@ -163,15 +165,29 @@ export class CoupledModelDrafter implements Drafter {
    * the allowance covers (one when it has no fit yet). On a batch where drafting does not pay, the
    * drafter then costs at most that share, and its acceptance table still learns.
    */
+  /**
+   * Whether a request whose drafter KV is `backlog` tokens behind is worth catching up: a request that
+   * drafted recently is (its backlog is the last chain); one far behind costs a prefill of its backlog,
+   * paid for only by what drafting saves over the rest of its budget, at most CATCH_UP_SAVING of its
+   * share of each verify step per remaining token. (A tail request with a few tokens left is not worth
+   * a whole prefill.)
+   */
+  private catchUpPays(r: DraftRequest, backlog: number, batch: number, verifyStepMs: number): boolean {
+    if (backlog <= 2 * r.maxDepth + 2 || !this.stepCost.ready || !(verifyStepMs > 0)) return true;
+    const catchUp = this.stepCost.predict({ sequences: 1, rowsPerSequence: backlog, sampledRows: 1, context: backlog + this.engine.cachedLength(r.id) });
+    return catchUp <= (r.maxTokens - r.output.length) * (verifyStepMs / batch) * CATCH_UP_SAVING;
+  }
+
   private worthDrafting(requests: DraftRequest[], pays: boolean, probing: Set<number>): number[] {
     const eligible = requests.map((_, i) => i).filter((i) => requests[i].maxDepth > 0);
-    if (pays) {
-      for (const i of eligible) this.idle.set(requests[i].id, 0);
-      return eligible;
-    }
-    const verifyStepMs = this.core.verifyStepMs;
-    this.probeAllowanceMs = Math.min(this.probeAllowanceMs + PROBE_SHARE * verifyStepMs, PROBE_ALLOWANCE_STEPS * verifyStepMs);
     const backlog = (i: number) => requests[i].promptIds.length + requests[i].output.length - this.engine.cachedLength(requests[i].id);
+    const verifyStepMs = this.core.verifyStepMs;
+    if (pays) {
+      const live = eligible.filter((i) => this.catchUpPays(requests[i], backlog(i), requests.length, verifyStepMs));
+      for (const i of live) this.idle.set(requests[i].id, 0);
+      return live;
+    }
+    this.probeAllowanceMs = Math.min(this.probeAllowanceMs + PROBE_SHARE * verifyStepMs, PROBE_ALLOWANCE_STEPS * verifyStepMs);
     const due = eligible
       .filter((i) => {
         const id = requests[i].id;

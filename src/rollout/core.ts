@@ -399,9 +399,7 @@ export class RolloutCore {
       // a release still in progress finishes first; a failed restore fails the step's requests
       await this.memoryChain;
       if (this.memory === "released") await this.restoreMemory();
-      const timing = this.spec?.drafter.stepTimed ? { shape: shapeOf(steps, (id) => this.engine.cachedLength(id)), t0: performance.now() } : undefined;
-      results = await this.engine.step(steps);
-      if (timing) this.spec!.drafter.stepTimed!({ shape: timing.shape, ms: performance.now() - timing.t0 });
+      results = await this.stepEngine(steps);
     } catch (e) {
       const error = e instanceof Error ? e : new Error(String(e));
       for (const a of group) a.inStep = false;
@@ -439,6 +437,27 @@ export class RolloutCore {
     this.stats.generatedTokens += emitted;
     this.onTokens?.(emitted);
     this.onStep?.();
+  }
+
+  /**
+   * One engine step for `steps`, or two where the drafter asks to split it (the requests with a draft,
+   * then the others: a padded step's rows for the few then cost the many nothing); each timed for a
+   * drafter that learns costs. Results come back in the order of `steps`.
+   */
+  private async stepEngine(steps: SeqStep[]): Promise<SeqResult[]> {
+    const drafter = this.spec?.drafter;
+    const drafted = steps.filter((s) => (s.trie?.tokens.length ?? 0) > 0);
+    const groups = drafter?.splitStep?.() && drafted.length > 0 && drafted.length < steps.length ? [drafted, steps.filter((s) => (s.trie?.tokens.length ?? 0) === 0)] : [steps];
+    const bySeq = new Map<number, SeqResult>();
+    for (const group of groups) {
+      const shape = drafter?.stepTimed ? shapeOf(group, (id) => this.engine.cachedLength(id)) : undefined;
+      const t0 = performance.now();
+      const results = await this.engine.step(group);
+      if (shape) drafter!.stepTimed!({ shape, ms: performance.now() - t0 });
+      if (groups.length === 1) return results;
+      for (const r of results) bySeq.set(r.seqId, r);
+    }
+    return steps.map((s) => bySeq.get(s.seqId)!);
   }
 
   /**

@@ -49,6 +49,8 @@ export interface Selection {
   predictedMs: number;
   /** Predicted emitted tokens over plain's predicted rate (1 = as plain). */
   predictedGain: number;
+  /** Run the drafted requests and the others as two engine steps (see CostSelector.bestSplit). */
+  split?: boolean;
 }
 
 export interface Selector {
@@ -100,13 +102,19 @@ class CostSelector implements Selector {
     const maxLevel = Math.max(0, ...cands.map((c) => Math.min(c.q.length, c.maxNodes)));
     const T0 = ctx.cost.predict(shape(cands, zero, ctx.context));
     const plainRate = cands.length / T0;
-    let best = { level: 0, counts: zero, rate: expected(cands, zero, true) / T0 };
+    const decode = cands.every((c) => c.append === 1);
+    let best = { level: 0, counts: zero, rate: expected(cands, zero, true) / T0, T: T0, split: false };
     for (let k = 1; k <= maxLevel; k++) {
       const counts = countsAt(cands, k);
       const T = ctx.cost.predict(shape(cands, counts, ctx.context));
-      if (expected(cands, counts, false) / T < (1 + ctx.minGain) * plainRate) continue;
-      const rate = expected(cands, counts, true) / T;
-      if (rate > best.rate) best = { level: k, counts, rate };
+      if (expected(cands, counts, false) / T >= (1 + ctx.minGain) * plainRate) {
+        const rate = expected(cands, counts, true) / T;
+        if (rate > best.rate) best = { level: k, counts, rate, T, split: false };
+      }
+      if (decode && cands.length > 1) {
+        const s = this.bestSplit(cands, ctx, counts, plainRate);
+        if (s && s.rate > best.rate) best = { level: k, ...s, split: true };
+      }
     }
     // within the level a node still costs its LM-head row: keep it while it earns the step's rate
     const h = ctx.cost.curve().lm_head_ms_per_row;
@@ -117,8 +125,44 @@ class CostSelector implements Selector {
         return m;
       });
     }
-    return selection(cands, ctx, best.counts, best.level);
+    const sel = selection(cands, ctx, best.counts, best.level);
+    if (!best.split || best.counts.every((n) => n === 0)) return sel;
+    const T = splitTime(cands, ctx, best.counts);
+    return { ...sel, split: true, predictedMs: T, predictedGain: expected(cands, best.counts, false) / T / plainRate };
   }
+
+  /**
+   * The padded step's alternative: the m requests whose level-k drafts are worth most verify in a
+   * step of their own, the rest decode in a plain step beside it, so the others' padding rows are not
+   * paid for. Two engine steps cost their fixed parts twice: the cost model says when it is worth it.
+   */
+  private bestSplit(cands: readonly Candidate[], ctx: SelectionContext, level: readonly number[], plainRate: number) {
+    const value = cands.map((c, i) => {
+      let v = 0;
+      for (let j = 0; j < level[i]; j++) v += c.q[j];
+      return c.weight * v;
+    });
+    const order = cands.map((_, i) => i).sort((a, b) => value[b] - value[a]);
+    let best: { counts: number[]; rate: number; T: number } | undefined;
+    const counts = cands.map(() => 0);
+    for (let m = 1; m < cands.length; m++) {
+      counts[order[m - 1]] = level[order[m - 1]];
+      if (value[order[m - 1]] <= 0) break;
+      const T = splitTime(cands, ctx, counts);
+      if (expected(cands, counts, false) / T < (1 + ctx.minGain) * plainRate) continue;
+      const rate = expected(cands, counts, true) / T;
+      if (!best || rate > best.rate) best = { counts: [...counts], rate, T };
+    }
+    return best;
+  }
+}
+
+/** Predicted time of a step split into the drafted requests' step and the others' plain step. */
+function splitTime(cands: readonly Candidate[], ctx: SelectionContext, counts: readonly number[]): number {
+  const drafted = cands.filter((_, i) => counts[i] > 0);
+  const plain = cands.filter((_, i) => counts[i] === 0);
+  const dc = counts.filter((n) => n > 0);
+  return ctx.cost.predict(shape(drafted, dc, ctx.context)) + (plain.length > 0 ? ctx.cost.predict(shape(plain, plain.map(() => 0), ctx.context)) : 0);
 }
 
 /** Ablation: the draft rule of today's vanilla modes, a verify row priced at a constant 0.05 of a step. */

@@ -84,9 +84,16 @@ export class SpecActorDrafter implements Drafter {
   private readonly opts: SpecActorOptions;
   private levelSum = 0;
   private verifyMs = 0;
+  /** Time in `propose`, drafters included. */
+  private proposeMs = 0;
+  /** Time in `observe` (learning from outcomes, forwarding to the drafters). */
+  private observeMs = 0;
   /** Sum of the chances of the nodes verified, and the nodes accepted: the policy's own calibration check. */
   private expectedAccepted = 0;
   private acceptedTotal = 0;
+  /** The last selection runs as two engine steps (`splitStep`). */
+  private split = false;
+  private splitSteps = 0;
   /** The step being proposed for is a prefill (its timing is not a verify step's). */
   private prefilling = false;
   private steps = 0;
@@ -111,10 +118,20 @@ export class SpecActorDrafter implements Drafter {
   }
 
   async propose(requests: DraftRequest[]): Promise<Trie[]> {
+    const t0 = performance.now();
+    try {
+      return await this.proposeAll(requests);
+    } finally {
+      this.proposeMs += performance.now() - t0;
+    }
+  }
+
+  private async proposeAll(requests: DraftRequest[]): Promise<Trie[]> {
     if (requests.length === 0) return [];
     const append = requests.map((r) => (r.output.length === 0 ? r.promptIds.length : 1));
     // prefill: the drafters have nothing of the response yet, and the step's cost is another regime
     this.prefilling = append.some((a) => a > 1);
+    this.split = false;
     if (this.prefilling) return requests.map(() => ({ tokens: [], parents: [] }));
     const context = Math.max(...requests.map((r) => r.promptIds.length + r.output.length));
     const rowPrice = this.rowPrice(requests.length, Math.max(...append), context);
@@ -158,6 +175,8 @@ export class SpecActorDrafter implements Drafter {
     const orders = cands.map((c, i) => priority(merged[i], c.q, requests[i].maxDepth));
     cands.forEach((c, i) => (c.q = orders[i].map((n) => c.q[n])));
     const sel = this.selector.select(cands, { cost: this.cost, context, minGain: this.opts.minGain, draftLen: this.opts.draftLen });
+    this.split = sel.split === true;
+    if (this.split) this.splitSteps++;
     this.steps++;
     this.levelSum += sel.level;
     if (sel.level > 0) this.draftingSteps++;
@@ -210,6 +229,12 @@ export class SpecActorDrafter implements Drafter {
   }
 
   observe(id: number, emitted: readonly number[], accepted: number): void {
+    const t0 = performance.now();
+    this.observeOne(id, emitted, accepted);
+    this.observeMs += performance.now() - t0;
+  }
+
+  private observeOne(id: number, emitted: readonly number[], accepted: number): void {
     const p = this.pending.get(id);
     this.pending.delete(id);
     if (!p) {
@@ -251,6 +276,10 @@ export class SpecActorDrafter implements Drafter {
     if (p.kept.length > 0) this.factors.record(id, hits, expected);
   }
 
+  splitStep(): boolean {
+    return this.split;
+  }
+
   stepTimed(t: StepTiming): void {
     this.verifyMs += t.ms;
     // the policy prices verify steps; a prefill step (many rows per sequence, no drafts) is another regime
@@ -270,8 +299,11 @@ export class SpecActorDrafter implements Drafter {
     const m: Record<string, number> = {
       steps: this.steps,
       drafting_steps: this.draftingSteps,
+      split_steps: this.splitSteps,
       mean_level: round(this.levelSum / Math.max(1, this.steps), 3),
       verify_ms: Math.round(this.verifyMs),
+      propose_ms: Math.round(this.proposeMs),
+      observe_ms: Math.round(this.observeMs),
       expected_accepted: Math.round(this.expectedAccepted),
       accepted: this.acceptedTotal,
       cost_model_error: round(this.cost.meanRelativeError, 4),

@@ -24,7 +24,24 @@ ENGINES = {
     "onnx": (),
     "suffix": ("--mode", "vanilla", "--drafter", "suffix", "--draft-len", "6"),
     "workers": ("--engine", "workers", "--workers", "1"),
+    "specactor": ("--mode", "specactor", "--drafters", "suffix,ngram,model"),
 }
+
+
+def test_specactor_server_returns_plain_tokens_and_reports_its_cost_model(tiny_dir):
+    """--mode specactor behind the protocol: plain's tokens, and stats() carries the policy's figures."""
+    kw = {"n": 2, "max_tokens": 32, "temperature": 1.0, "seed": 8}
+    with Server(tiny_dir, *FAST) as s, RolloutClient(s.address) as c:
+        plain = [r.token_ids for r in flat(c.generate(PROMPTS, **kw))]
+    with Server(tiny_dir, *ENGINES["specactor"], *FAST) as s, RolloutClient(s.address) as c:
+        for _ in range(2):  # the second round drafts from the first one's history
+            assert [r.token_ids for r in flat(c.generate(PROMPTS, **kw))] == plain
+        st = c.stats()
+        sched = st["scheduler"]
+        assert sched["policy"] == "cost" and sched["drafters"] == ["suffix", "ngram", "model"]
+        assert sched["cost_model"]["steps_observed"] > 0
+        assert sched["cost_samples"] and {"predictedMs", "measuredMs"} <= set(sched["cost_samples"][0])
+        assert st["drafter"]["metrics"]["steps"] > 0
 
 
 def flat(results) -> list:

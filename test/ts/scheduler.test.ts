@@ -150,6 +150,44 @@ test("the policy spends wide trees where rows are free: a request's top nodes ac
   assert.equal(s.level, 10);
 });
 
+test("padded steps: a few confident requests of a compute-bound batch verify in a step of their own", () => {
+  const select = makeSelector("cost");
+  // four requests with long confident chains among sixteen: padding all sixteen to their rows costs
+  // more than a second step's fixed part (T = F + r rows: a split costs F + m k r, one step B k r)
+  const cost = new StepCostModel("split-pays");
+  cost.setCurve((rows) => 40 + 0.5 * rows, 0);
+  const cands: Candidate[] = Array.from({ length: 16 }, (_, i) => ({ q: i < 4 ? Array(8).fill(0.95) : [0.1], append: 1, weight: 1, maxNodes: 32 }));
+  const s = select.select(cands, { cost, context: 64, minGain: 0.04, draftLen: 4 });
+  assert.equal(s.split, true);
+  assert.deepEqual(s.counts, [8, 8, 8, 8, ...Array(12).fill(0)]);
+  assert.ok(s.predictedGain > 1.2, `gain ${s.predictedGain}`);
+  // rows nearly free: one padded step beats paying the fixed part twice
+  const flat = new StepCostModel("rows-free");
+  flat.setCurve((rows) => 40 + 0.01 * rows, 0);
+  assert.notEqual(select.select(cands, { cost: flat, context: 64, minGain: 0.04, draftLen: 4 }).split, true);
+});
+
+test("a split step returns plain's tokens (two engine steps, results in order)", async () => {
+  const params: SamplingParams = { temperature: 1, topP: 1, topK: -1 };
+  const reqs = requests(params, 32);
+  const plain = await rollout(reqs);
+  const truth = new Map(reqs.map((r, i) => [r.seed, plain.results[i].tokenIds]));
+  // the oracle drafts for every other request only, and the given curve makes splitting pay
+  const drafted = new Set(reqs.filter((_, i) => i % 2 === 0).map((r) => r.seed));
+  const half = new (class extends OracleDrafter {
+    override async propose(rs: DraftRequest[]): Promise<Trie[]> {
+      const t = await super.propose(rs);
+      return t.map((x, i) => (drafted.has(rs[i].seed) ? x : { tokens: [], parents: [] }));
+    }
+  })(truth, 0);
+  const cost = new StepCostModel("given");
+  cost.setCurve((rows) => 10 + rows, 0);
+  const d = new SpecActorDrafter([half], {}, new LengthPredictor(), cost);
+  const spec = await rollout(reqs, d);
+  spec.results.forEach((r, i) => assert.deepEqual(r.tokenIds, plain.results[i].tokenIds, `request ${i}`));
+  assert.ok(d.metrics().split_steps > 0);
+});
+
 test("a drafter whose proposing is dear for what it adds is gated off; a cheap one runs", async () => {
   const cost = new StepCostModel("verifier");
   cost.setCurve((rows) => 100 + 0.01 * rows, 0);
