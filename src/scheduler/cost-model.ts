@@ -64,6 +64,7 @@ export class StepCostModel {
   private observations = 0;
   /** A given curve (`setCurve`), not refitted. */
   private frozen = false;
+  private envelopeCache?: number[];
 
   constructor(readonly name: string) {}
 
@@ -101,6 +102,7 @@ export class StepCostModel {
     this.cov.fill(0);
     for (let i = 0; i < DIM; i++) this.cov[i * DIM + i] = this.priorVar[i];
     this.initialised = true;
+    this.envelopeCache = undefined;
   }
 
   get ready(): boolean {
@@ -122,12 +124,13 @@ export class StepCostModel {
     return f + h * s.sampledRows + a * R * s.context;
   }
 
-  /** The knots of f made non-decreasing (a step with more rows never costs less). */
+  /** The knots of f made non-decreasing (a step with more rows never costs less); cached until the fit changes. */
   private envelope(): number[] {
+    if (this.envelopeCache) return this.envelopeCache;
     const out: number[] = [];
     let m = 0;
     for (let k = 0; k < KNOTS; k++) out.push((m = Math.max(m, this.theta[k])));
-    return out;
+    return (this.envelopeCache = out);
   }
 
   /** Folds one measured step into the fit. */
@@ -139,6 +142,7 @@ export class StepCostModel {
     const x = this.features(s);
     const R = StepCostModel.rows(s);
     this.observedKnots[Math.min(KNOTS - 2, Math.floor(Math.log2(Math.max(1, R))))] = 1;
+    this.envelopeCache = undefined;
     // Kalman update: gain = C x / (x' C x + noise), theta += gain (ms - x' theta), C -= gain x' C
     const Cx = new Float64Array(DIM);
     for (let i = 0; i < DIM; i++) {
@@ -210,6 +214,7 @@ export class StepCostModel {
     this.theta[KNOTS] = lmHeadMsPerRow;
     this.theta[KNOTS + 1] = attentionMs;
     this.observedKnots.fill(1);
+    this.envelopeCache = undefined;
   }
 
   summary(): Record<string, unknown> {

@@ -12,7 +12,7 @@
 
 /** Lengths kept per group and overall (the most recent). */
 const PER_GROUP = 64;
-const OVERALL = 2048;
+const OVERALL = 512;
 
 export class LengthPredictor {
   private readonly groups = new Map<string, number[]>();

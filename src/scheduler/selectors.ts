@@ -143,17 +143,31 @@ class CostSelector implements Selector {
       return c.weight * v;
     });
     const order = cands.map((_, i) => i).sort((a, b) => value[b] - value[a]);
+    const B = cands.length;
     let best: { counts: number[]; rate: number; T: number } | undefined;
-    const counts = cands.map(() => 0);
-    for (let m = 1; m < cands.length; m++) {
-      counts[order[m - 1]] = level[order[m - 1]];
-      if (value[order[m - 1]] <= 0) break;
-      const T = splitTime(cands, ctx, counts);
-      if (expected(cands, counts, false) / T < (1 + ctx.minGain) * plainRate) continue;
-      const rate = expected(cands, counts, true) / T;
-      if (!best || rate > best.rate) best = { counts: [...counts], rate, T };
+    // decode steps: one row per sequence plus its nodes, so both groups' shapes grow by running sums
+    let rows = 1;
+    let nodes = 0;
+    let weighted = 0;
+    let raw = B;
+    for (const c of cands) weighted += c.weight;
+    for (let m = 1; m < B; m++) {
+      const i = order[m - 1];
+      if (value[i] <= 0) break;
+      rows = Math.max(rows, 1 + level[i]);
+      nodes += level[i];
+      weighted += value[i];
+      for (let j = 0; j < level[i]; j++) raw += cands[i].q[j];
+      const T =
+        ctx.cost.predict({ sequences: m, rowsPerSequence: rows, sampledRows: m + nodes, context: ctx.context + rows }) +
+        ctx.cost.predict({ sequences: B - m, rowsPerSequence: 1, sampledRows: B - m, context: ctx.context + 1 });
+      if (raw / T < (1 + ctx.minGain) * plainRate) continue;
+      if (!best || weighted / T > best.rate) best = { counts: order.slice(0, m), rate: weighted / T, T };
     }
-    return best;
+    if (!best) return undefined;
+    const counts = cands.map(() => 0);
+    for (const i of best.counts) counts[i] = level[i];
+    return { counts, rate: best.rate, T: best.T };
   }
 }
 

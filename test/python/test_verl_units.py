@@ -64,7 +64,27 @@ def test_settings_defaults_and_errors(tiny_dir):
         {"custom": {"specactor": {"mode": "vanilla", "drafter": "suffix"}}}
     )
     assert v.serve_args("M", 8)[-4:] == ["--drafter", "suffix", "--ort-spinning", "off"]
+    sa = SpecActorSettings.from_mapping({"mode": "specactor", "drafters": ["suffix", "ngram"]})
+    assert sa.serve_args("M", 8)[-6:] == [
+        "--drafters",
+        "suffix,ngram",
+        "--policy",
+        "cost",
+        "--ort-spinning",
+        "off",
+    ]
+    assert not sa.uses_model_drafter()
+    assert SpecActorSettings.from_mapping(
+        {"mode": "specactor"}
+    ).uses_model_drafter()  # the default set has it
     for bad, msg in [
+        (
+            {"mode": "specactor", "drafter": "suffix"},
+            "needs actor_rollout_ref.rollout.custom.specactor.mode=vanilla",
+        ),
+        ({"mode": "specactor", "drafters": ["suffix", "beam"]}, "a non-empty list of distinct drafters"),
+        ({"mode": "vanilla", "drafter": "suffix", "drafters": ["suffix"]}, "drafters needs"),
+        ({"mode": "specactor", "policy": "magic"}, "policy='magic' is not supported"),
         ({"mode": "fast"}, "mode='fast' is not supported"),
         ({"mode": "vanilla"}, "needs actor_rollout_ref.rollout.custom.specactor.drafter"),
         ({"drafter": "suffix"}, "needs actor_rollout_ref.rollout.custom.specactor.mode=vanilla"),
