@@ -19,7 +19,7 @@ import { chain, type DraftRequest, type Drafter } from "./drafter";
 import type { Trie } from "../engine/trie";
 import { StepCostModel, shapeOf } from "../scheduler/cost-model";
 import type { AcceptanceTable } from "./acceptance-table";
-import { ModelDrafterCore, ema, type ModelDrafterOptions } from "./model";
+import { ModelDrafterBase, ema, type ModelDrafterOptions } from "./model";
 
 /** Probes may take this share of the verifier's time while drafting does not pay. */
 /** What drafting can save per remaining token, as a share of the request's part of a verify step. */
@@ -28,7 +28,7 @@ const PROBE_SHARE = 0.02;
 /** The probe allowance saves up to this many verifier steps' worth (a probe may cost more than one step). */
 const PROBE_ALLOWANCE_STEPS = 2;
 
-export class CoupledModelDrafter implements Drafter {
+export class CoupledModelDrafter extends ModelDrafterBase implements Drafter {
   readonly name = "model";
   /** Tokens the drafter engine has seen per request (its KV holds all but possibly the last). */
   private readonly known = new Map<number, number[]>();
@@ -38,42 +38,8 @@ export class CoupledModelDrafter implements Drafter {
   readonly stepCost = new StepCostModel("drafter");
   /** Verifier time set aside for probes (see `worthDrafting`). */
   private probeAllowanceMs = 0;
-  private readonly core: ModelDrafterCore;
-
-  constructor(
-    private readonly engine: Engine,
-    opts: Partial<ModelDrafterOptions> = {},
-    table?: AcceptanceTable,
-  ) {
-    this.core = new ModelDrafterCore(engine, opts, table);
-  }
-
-  private get opts(): ModelDrafterOptions {
-    return this.core.opts;
-  }
-
-  /** The acceptance table this drafter reads and updates (give it to the next epoch's drafter to keep what it learnt). */
-  get table(): AcceptanceTable {
-    return this.core.table;
-  }
-
-  /** a = A[bin(p)]: the estimated chance that the verifier accepts a drafted token of confidence p (p itself when costAware is off). */
-  acceptance(p: number, typical?: number): number {
-    return this.core.acceptance(p, typical);
-  }
-
-  /** Accepted over tried drafted tokens, in the window. */
-  get measuredAcceptance(): number {
-    return this.core.table.measured;
-  }
-
-  /** c for the last drafting decision (0 when costAware is off). */
-  get cost(): number {
-    return this.core.cost;
-  }
-
-  metrics(): Record<string, number> {
-    return this.core.metrics();
+  constructor(engine: Engine, opts: Partial<ModelDrafterOptions> = {}, table?: AcceptanceTable) {
+    super(engine, opts, table);
   }
 
   /**
@@ -84,25 +50,25 @@ export class CoupledModelDrafter implements Drafter {
   private costFor(batch: number, context: number): number {
     if (!this.opts.costAware) return 0;
     if (this.opts.cost !== undefined) return this.opts.cost;
-    if (!this.stepCost.ready || this.core.verifyStepMs <= 0) return (this.core.lastCost = 1);
+    if (!this.stepCost.ready || this.verifyStepMs <= 0) return (this.lastCost = 1);
     const ms = this.stepCost.predict({ sequences: batch, rowsPerSequence: 1, sampledRows: batch, context });
-    return (this.core.lastCost = ms / this.core.verifyStepMs);
+    return (this.lastCost = ms / this.verifyStepMs);
   }
 
   async propose(requests: DraftRequest[]): Promise<Trie[]> {
-    this.core.proposeBegins();
+    this.proposeBegins();
     try {
       return await this.draft(requests);
     } finally {
-      this.core.proposeEnds();
+      this.proposeEnds();
     }
   }
 
   private async draft(requests: DraftRequest[]): Promise<Trie[]> {
     const drafting = requests.filter((r) => r.maxDepth > 0).length;
     const context = Math.max(0, ...requests.map((r) => r.promptIds.length + r.output.length));
-    const tokenCost = this.opts.costAware ? this.costFor(Math.max(1, drafting), context) + this.core.rowPrice(requests) : 0;
-    const typical = this.core.typical;
+    const tokenCost = this.opts.costAware ? this.costFor(Math.max(1, drafting), context) + this.rowPrice(requests) : 0;
+    const typical = this.typical;
     const drafts: number[][] = requests.map(() => []);
     const confidences: number[][] = requests.map(() => []);
     const reaches: number[][] = requests.map(() => []);
@@ -112,7 +78,7 @@ export class CoupledModelDrafter implements Drafter {
     const reach = requests.map(() => 1);
     const expected = requests.map(() => 1); // E_d: 1 + reach_1 + ... + reach_d
     /** The least reach the next token of request i needs: (E_d / T_d) (c + v), at least minReach. */
-    const bar = (i: number) => this.core.bar(expected[i], drafts[i].length, tokenCost);
+    const bar = (i: number) => this.bar(expected[i], drafts[i].length, tokenCost);
     for (let depth = 0; live.length > 0; depth++) {
       const steps: SeqStep[] = live.map((i) => ({
         seqId: requests[i].id,
@@ -127,14 +93,14 @@ export class CoupledModelDrafter implements Drafter {
       this.stepCost.observe(shape, performance.now() - t0);
       // the cost of one more drafted token: a step that feeds one token per request (the first step
       // also catches up on what the verifier accepted, many tokens after a pause)
-      if (depth > 0) this.core.draftStepMs = ema(this.core.draftStepMs, performance.now() - t0);
+      if (depth > 0) this.draftStepMs = ema(this.draftStepMs, performance.now() - t0);
       else if (probing.size > 0) this.probeAllowanceMs -= performance.now() - t0;
       const next = new Map<number, number[]>();
       live = live.filter((i, k) => {
         const r = requests[i];
         const t = results[k].tokens[0];
         const p = Math.exp(results[k].logprobs[0]);
-        const chance = reach[i] * this.core.acceptance(p, typical);
+        const chance = reach[i] * this.acceptance(p, typical);
         // a probe proposes its first token whatever its estimate: that is what it measures
         if (chance < bar(i) && !(probing.has(i) && drafts[i].length === 0)) return false;
         drafts[i].push(t);
@@ -151,7 +117,7 @@ export class CoupledModelDrafter implements Drafter {
     }
     return drafts.map((d, i) => {
       const kept = d.slice(0, requests[i].maxNodes);
-      if (kept.length > 0) this.core.proposed.set(requests[i].id, confidences[i].slice(0, kept.length));
+      if (kept.length > 0) this.proposed.set(requests[i].id, confidences[i].slice(0, kept.length));
       return { ...chain(kept), scores: reaches[i].slice(0, kept.length) };
     });
   }
@@ -173,7 +139,7 @@ export class CoupledModelDrafter implements Drafter {
    * a whole prefill.)
    */
   private catchUpPays(r: DraftRequest, backlog: number, batch: number, verifyStepMs: number): boolean {
-    if (backlog <= 2 * r.maxDepth + 2 || !this.stepCost.ready || !(verifyStepMs > 0)) return true;
+    if (!this.opts.costAware || backlog <= 2 * r.maxDepth + 2 || !this.stepCost.ready || !(verifyStepMs > 0)) return true;
     const catchUp = this.stepCost.predict({ sequences: 1, rowsPerSequence: backlog, sampledRows: 1, context: backlog + this.engine.cachedLength(r.id) });
     return catchUp <= (r.maxTokens - r.output.length) * (verifyStepMs / batch) * CATCH_UP_SAVING;
   }
@@ -181,7 +147,7 @@ export class CoupledModelDrafter implements Drafter {
   private worthDrafting(requests: DraftRequest[], pays: boolean, probing: Set<number>): number[] {
     const eligible = requests.map((_, i) => i).filter((i) => requests[i].maxDepth > 0);
     const backlog = (i: number) => requests[i].promptIds.length + requests[i].output.length - this.engine.cachedLength(requests[i].id);
-    const verifyStepMs = this.core.verifyStepMs;
+    const verifyStepMs = this.verifyStepMs;
     if (pays) {
       const live = eligible.filter((i) => this.catchUpPays(requests[i], backlog(i), requests.length, verifyStepMs));
       for (const i of live) this.idle.set(requests[i].id, 0);
@@ -217,19 +183,19 @@ export class CoupledModelDrafter implements Drafter {
   /** Rolls the drafter's KV back to the prefix it shares with the verified sequence; returns the tokens to feed. */
   private catchUp(r: DraftRequest): number[] {
     const truth = [...r.promptIds, ...r.output];
-    const feed = this.core.rollBack(r.id, this.known.get(r.id) ?? [], truth);
+    const feed = this.rollBack(r.id, this.known.get(r.id) ?? [], truth);
     this.known.set(r.id, truth);
     return feed;
   }
 
   /** The verifier walked `accepted` of the last proposal: tokens 1..accepted+1 were tried (of the `verified` sent). */
   observe(id: number, _emitted: readonly number[], accepted: number, verified?: number): void {
-    this.core.observe(id, accepted, verified);
+    this.recordOutcome(id, accepted, verified);
   }
 
   finish(r: DraftRequest): void {
     this.known.delete(r.id);
-    this.core.proposed.delete(r.id);
+    this.proposed.delete(r.id);
     this.idle.delete(r.id);
     this.engine.release(r.id);
   }
