@@ -10,7 +10,7 @@
  * Each task also carries the expected edited document, so a benchmark can check a response or
  * measure how much of it was copied (see copy-share.ts).
  */
-import { deriveSeed } from "../sampling/seeds";
+import { uniforms } from "./uniforms";
 import { gsm8kPrompts } from "./gsm8k";
 
 type Rand = () => number;
@@ -732,10 +732,7 @@ function codeTask(r: Rand): EditTask {
 export function editTasks(count: number, seed = 0): EditTask[] {
   const out: EditTask[] = [];
   for (let i = 0; i < count; i++) {
-    let state = deriveSeed(seed, 0x6564, i);
-    // a small deterministic stream of uniforms for this task
-    let j = 0;
-    const r = () => ((state = deriveSeed(state, 0, j++)) / 2 ** 53);
+    const r = uniforms(seed, 0x6564, i);
     out.push(i % 2 === 0 ? jsonTask(r) : codeTask(r));
   }
   return out;

@@ -2,7 +2,7 @@
  * A deterministic generator of GSM8K-style word problems, so the demo and benchmarks need no
  * download. Problem i of a given seed is always the same text.
  */
-import { deriveSeed } from "../sampling/seeds";
+import { uniforms } from "./uniforms";
 
 const NAMES = ["Natalia", "Weng", "Betty", "Julie", "James", "Albert", "Ken", "Alexis", "Tina", "Randy", "Mark", "Carla"];
 const ITEMS = ["apples", "pencils", "stickers", "cookies", "marbles", "books", "cupcakes", "oranges", "tickets", "shells"];
@@ -50,10 +50,7 @@ const TEMPLATES: Template[] = [
 export function gsm8kPrompts(count: number, seed = 0): string[] {
   const out: string[] = [];
   for (let i = 0; i < count; i++) {
-    let state = deriveSeed(seed, 0x6d38, i);
-    // a small deterministic stream of uniforms for this problem
-    let j = 0;
-    const r = () => ((state = deriveSeed(state, 0, j++)) / 2 ** 53);
+    const r = uniforms(seed, 0x6d38, i);
     const t = TEMPLATES[Math.floor(r() * TEMPLATES.length)];
     out.push(`${t(r)} Let's think step by step and end with "The answer is N".`);
   }

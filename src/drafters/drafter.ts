@@ -39,6 +39,8 @@ export interface DraftRequest {
 export interface StepTiming {
   shape: StepShape;
   ms: number;
+  /** The step appended more than one token to some sequence (a prefill: another cost regime than a verify step). */
+  prefill: boolean;
 }
 
 export interface Drafter {

@@ -13,7 +13,7 @@ import type { Engine, SeqStep } from "../engine/engine";
 import { chain, type DraftRequest, type Drafter } from "./drafter";
 import type { Trie } from "../engine/trie";
 import type { AcceptanceTable } from "./acceptance-table";
-import { ModelDrafterCore, ema, onBranch, type ModelDrafterOptions } from "./model";
+import { ModelDrafterBase, ema, onBranch, type ModelDrafterOptions } from "./model";
 
 /** A request's drafter sequence: `known` is what the drafter has seen or drafted. */
 interface Track {
@@ -25,7 +25,7 @@ interface Track {
   released: boolean;
 }
 
-export class DecoupledModelDrafter implements Drafter {
+export class DecoupledModelDrafter extends ModelDrafterBase implements Drafter {
   readonly name = "model";
   /** The requests the pump drafts for, its running loop, and a failure to report. */
   private readonly tracks = new Map<number, Track>();
@@ -33,46 +33,16 @@ export class DecoupledModelDrafter implements Drafter {
   private pumpRunning = false;
   private pumpFailure?: Error;
   private closing = false;
-  private readonly core: ModelDrafterCore;
-
-  constructor(
-    private readonly engine: Engine,
-    opts: Partial<ModelDrafterOptions> = {},
-    table?: AcceptanceTable,
-  ) {
-    this.core = new ModelDrafterCore(engine, opts, table);
-  }
-
-  /** The acceptance table this drafter reads and updates (give it to the next epoch's drafter to keep what it learnt). */
-  get table(): AcceptanceTable {
-    return this.core.table;
-  }
-
-  /** a = A[bin(p)]: the estimated chance that the verifier accepts a drafted token of confidence p (p itself when costAware is off). */
-  acceptance(p: number, typical?: number): number {
-    return this.core.acceptance(p, typical);
-  }
-
-  /** Accepted over tried drafted tokens, in the window. */
-  get measuredAcceptance(): number {
-    return this.core.table.measured;
-  }
-
-  /** `opts.cost` (1 when not given; 0 when costAware is off): the drafter's time is not the verifier's, so chains use c = 0. */
-  get cost(): number {
-    return this.core.cost;
-  }
-
-  metrics(): Record<string, number> {
-    return this.core.metrics();
+  constructor(engine: Engine, opts: Partial<ModelDrafterOptions> = {}, table?: AcceptanceTable) {
+    super(engine, opts, table);
   }
 
   async propose(requests: DraftRequest[]): Promise<Trie[]> {
-    this.core.proposeBegins();
+    this.proposeBegins();
     try {
       return this.takeAhead(requests);
     } finally {
-      this.core.proposeEnds();
+      this.proposeEnds();
     }
   }
 
@@ -96,7 +66,7 @@ export class DecoupledModelDrafter implements Drafter {
       if (t) t.request = r;
       else this.tracks.set(r.id, { request: r, known: [], confs: [], released: false });
       const c = this.readyChain(r, this.tracks.get(r.id)!);
-      if (c.tokens.length > 0) this.core.proposed.set(r.id, c.confs);
+      if (c.tokens.length > 0) this.proposed.set(r.id, c.confs);
       return { ...chain(c.tokens), scores: c.scores };
     });
     this.kickPump();
@@ -105,16 +75,16 @@ export class DecoupledModelDrafter implements Drafter {
 
   /** Request r's chain from what the pump has drafted, with the drafter's confidences and each token's reach. */
   private readyChain(r: DraftRequest, t: Track): { tokens: number[]; confs: number[]; scores: number[] } {
-    const v = this.core.opts.costAware ? this.core.rowPrice([r]) : 0;
-    const typical = this.core.typical;
+    const v = this.opts.costAware ? this.rowPrice([r]) : 0;
+    const typical = this.typical;
     const base = r.promptIds.length + r.output.length;
     const out = { tokens: [] as number[], confs: [] as number[], scores: [] as number[] };
     if (!onBranch(t.known, r)) return out;
     let reach = 1;
     let expected = 1;
     for (let i = base; i < t.known.length && out.tokens.length < Math.min(r.maxDepth, r.maxNodes); i++) {
-      const chance = reach * this.core.acceptance(t.confs[i], typical);
-      if (chance < this.core.bar(expected, out.tokens.length, v)) break;
+      const chance = reach * this.acceptance(t.confs[i], typical);
+      if (chance < this.bar(expected, out.tokens.length, v)) break;
       out.tokens.push(t.known[i]);
       out.confs.push(t.confs[i]);
       out.scores.push(chance);
@@ -156,7 +126,7 @@ export class DecoupledModelDrafter implements Drafter {
         if (steps.length === 0) break;
         const t0 = performance.now();
         const results = await this.engine.step(steps);
-        this.core.draftStepMs = ema(this.core.draftStepMs, performance.now() - t0);
+        this.draftStepMs = ema(this.draftStepMs, performance.now() - t0);
         results.forEach((res, k) => {
           stepped[k].known.push(res.tokens[0]);
           stepped[k].confs.push(Math.exp(res.logprobs[0]));
@@ -182,7 +152,7 @@ export class DecoupledModelDrafter implements Drafter {
     const id = r.id;
     if (!onBranch(t.known, r)) {
       const truth = [...r.promptIds, ...r.output];
-      const feed = this.core.rollBack(id, t.known, truth);
+      const feed = this.rollBack(id, t.known, truth);
       t.known = truth;
       t.confs = truth.map(() => NaN);
       return feed;
@@ -195,11 +165,11 @@ export class DecoupledModelDrafter implements Drafter {
 
   /** The verifier walked `accepted` of the last proposal: tokens 1..accepted+1 were tried (of the `verified` sent). */
   observe(id: number, _emitted: readonly number[], accepted: number, verified?: number): void {
-    this.core.observe(id, accepted, verified);
+    this.recordOutcome(id, accepted, verified);
   }
 
   finish(r: DraftRequest): void {
-    this.core.proposed.delete(r.id);
+    this.proposed.delete(r.id);
     const t = this.tracks.get(r.id);
     if (t && this.pumpRunning) {
       t.released = true; // the pump may be stepping it

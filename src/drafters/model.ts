@@ -29,7 +29,7 @@
  *     reach_{d+1} >= (E_d / T_d) (c + v)
  *
  * and, as reach falls with depth, the first token that fails ends the chain (the greedy stop is the
- * best chain length; `ModelDrafterCore.bar`).
+ * best chain length; `ModelDrafterBase.bar`).
  *
  * v depends on the batch: under `--mode specactor` the policy quotes it from its measured cost model
  * as `DraftRequest.rowPrice` (about 0.05 at batch 1 on this CPU, 0.5 at batch 64); without the policy
@@ -38,8 +38,6 @@
 import type { Engine } from "../engine/engine";
 import type { DraftRequest } from "./drafter";
 import { AcceptanceTable } from "./acceptance-table";
-import { CoupledModelDrafter } from "./model-coupled";
-import { DecoupledModelDrafter } from "./model-decoupled";
 
 export interface ModelDrafterOptions {
   /** Least estimated chance that the verifier reaches a drafted token. */
@@ -60,11 +58,12 @@ export const MODEL_DRAFTER_DEFAULTS: Readonly<ModelDrafterOptions> = { minReach:
 const TIMING_EMA = 0.1;
 
 /**
- * The parts both model drafters share, one per drafter: its options and acceptance table, the
- * confidences of its proposals until the verifier checks them, the verifier's step time, and KV
- * rollback on the drafter engine.
+ * What both model drafters share: the options and acceptance table, the confidences of the
+ * proposals until the verifier checks them, the verifier's step time, the stop rule's bar and KV
+ * rollback on the drafter engine. (The factory, `makeModelDrafter`, lives with the drafter registry,
+ * so this module does not import its subclasses.)
  */
-export class ModelDrafterCore {
+export abstract class ModelDrafterBase {
   readonly opts: ModelDrafterOptions;
   /** The drafter's probabilities of the tokens it last proposed, per request (for the acceptance table). */
   readonly proposed = new Map<number, number[]>();
@@ -88,6 +87,11 @@ export class ModelDrafterCore {
   acceptance(p: number, typical = this.table.typical): number {
     if (!this.opts.costAware) return p;
     return this.table.acceptance(p, typical);
+  }
+
+  /** Accepted over tried drafted tokens, in the window. */
+  get measuredAcceptance(): number {
+    return this.table.measured;
   }
 
   /** abar when costAware, else 1 (a sure token: only `minReach` stops a chain). */
@@ -139,29 +143,12 @@ export class ModelDrafterCore {
   }
 
   /** The verifier walked `accepted` of the last proposal: tokens 1..accepted+1 were tried (of the `verified` sent). */
-  observe(id: number, accepted: number, verified?: number): void {
+  protected recordOutcome(id: number, accepted: number, verified?: number): void {
     const conf = this.proposed.get(id);
     if (!conf) return;
     this.proposed.delete(id);
     this.table.record(conf, accepted, verified);
   }
-}
-
-/** The model drafter `opts.decoupled` asks for, on `engine`, reading and updating `opts.table` (default a fresh one). */
-export function makeModelDrafter(
-  engine: Engine,
-  opts: Partial<ModelDrafterOptions> & {
-    /**
-     * Draft ahead while the verifier runs (`DecoupledModelDrafter`). The two overlap only where both
-     * engines step off the main thread (`ThreadedEngine`, workers); otherwise the pump runs between
-     * verifier steps, and the output is the same.
-     */
-    decoupled: boolean;
-    table?: AcceptanceTable;
-  },
-): CoupledModelDrafter | DecoupledModelDrafter {
-  const { decoupled, table, ...rest } = opts;
-  return decoupled ? new DecoupledModelDrafter(engine, rest, table) : new CoupledModelDrafter(engine, rest, table);
 }
 
 /** Whether `known` starts with the request's verified sequence (prompt and output). */

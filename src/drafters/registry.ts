@@ -6,8 +6,11 @@ import { OnnxEngine } from "../engine/onnx-engine";
 import { ThreadedEngine } from "../engine/threaded-engine";
 import { drafterDir } from "../models/registry";
 import type { AcceptanceTable } from "./acceptance-table";
+import type { Engine } from "../engine/engine";
 import type { Drafter } from "./drafter";
-import { makeModelDrafter, type ModelDrafterOptions } from "./model";
+import type { ModelDrafterOptions } from "./model";
+import { CoupledModelDrafter } from "./model-coupled";
+import { DecoupledModelDrafter } from "./model-decoupled";
 import { NgramDrafter } from "./ngram";
 import { SuffixDrafter } from "./suffix";
 
@@ -86,6 +89,23 @@ export function drafterEntry(name: string): DrafterEntry {
 /** A fresh drafter by name. */
 export function makeDrafter(name: string, ctx: DrafterContext): Promise<Drafter> {
   return drafterEntry(name).make(ctx);
+}
+
+/** The model drafter `opts.decoupled` asks for, on `engine`, reading and updating `opts.table` (default a fresh one). */
+export function makeModelDrafter(
+  engine: Engine,
+  opts: Partial<ModelDrafterOptions> & {
+    /**
+     * Draft ahead while the verifier runs (`DecoupledModelDrafter`). The two overlap only where both
+     * engines step off the main thread (`ThreadedEngine`, workers); otherwise the pump runs between
+     * verifier steps, and the output is the same.
+     */
+    decoupled: boolean;
+    table?: AcceptanceTable;
+  },
+): CoupledModelDrafter | DecoupledModelDrafter {
+  const { decoupled, table, ...rest } = opts;
+  return decoupled ? new DecoupledModelDrafter(engine, rest, table) : new CoupledModelDrafter(engine, rest, table);
 }
 
 /** Parses `--draft-cost`; throws a message for the user on anything else. */

@@ -369,13 +369,17 @@ function finitePoints(points: [number, number][]): [number, number][] {
   return points.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y));
 }
 
-export interface LineChartOptions {
+/** What every x-y chart takes. */
+interface XYChartOptions {
   title: string;
   xLabel: string;
   yLabel: string;
   series: XYSeries[];
   width?: number;
   height?: number;
+}
+
+export interface LineChartOptions extends XYChartOptions {
   /** A floor for the y axis (typically 0), kept unless the data goes below it. */
   yMin?: number;
   /** Draw each value as holding until the next point (a live batch size, a queue depth). */
@@ -409,13 +413,7 @@ export function lineChart(opts: LineChartOptions): Buffer {
   return c.toPng();
 }
 
-export interface ScatterChartOptions {
-  title: string;
-  xLabel: string;
-  yLabel: string;
-  series: XYSeries[];
-  width?: number;
-  height?: number;
+export interface ScatterChartOptions extends XYChartOptions {
   /**
    * Draw y = x (for predicted against measured). Both axes then share one range, so the diagonal
    * runs corner to corner and distance from it reads the same in either direction.

@@ -446,14 +446,18 @@ export class RolloutCore {
    */
   private async stepEngine(steps: SeqStep[]): Promise<SeqResult[]> {
     const drafter = this.spec?.drafter;
-    const drafted = steps.filter((s) => (s.trie?.tokens.length ?? 0) > 0);
-    const groups = drafter?.splitStep?.() && drafted.length > 0 && drafted.length < steps.length ? [drafted, steps.filter((s) => (s.trie?.tokens.length ?? 0) === 0)] : [steps];
+    const hasDraft = (s: SeqStep) => (s.trie?.tokens.length ?? 0) > 0;
+    let groups = [steps];
+    if (drafter?.splitStep?.()) {
+      const drafted = steps.filter(hasDraft);
+      if (drafted.length > 0 && drafted.length < steps.length) groups = [drafted, steps.filter((s) => !hasDraft(s))];
+    }
     const bySeq = new Map<number, SeqResult>();
     for (const group of groups) {
       const shape = drafter?.stepTimed ? shapeOf(group, (id) => this.engine.cachedLength(id)) : undefined;
       const t0 = performance.now();
       const results = await this.engine.step(group);
-      if (shape) drafter!.stepTimed!({ shape, ms: performance.now() - t0 });
+      if (shape) drafter!.stepTimed!({ shape, ms: performance.now() - t0, prefill: group.some((s) => s.append.length > 1) });
       if (groups.length === 1) return results;
       for (const r of results) bySeq.set(r.seqId, r);
     }

@@ -191,6 +191,11 @@ export class StepCostModel {
     return this.observations > 0 ? this.absErrorSum / this.observations : 0;
   }
 
+  /** h: one LM-head row's cost (ms). */
+  get lmHeadMs(): number {
+    return Math.max(0, this.theta[KNOTS]);
+  }
+
   /** The fitted curve for stats and plots: f at each knot (envelope), h and a, and which knots were seen. */
   curve(): { rows: number[]; body_ms: number[]; observed: boolean[]; lm_head_ms_per_row: number; attention_ms_per_row_position: number } {
     const env = this.envelope();

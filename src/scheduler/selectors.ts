@@ -117,7 +117,7 @@ class CostSelector implements Selector {
       }
     }
     // within the level a node still costs its LM-head row: keep it while it earns the step's rate
-    const h = ctx.cost.curve().lm_head_ms_per_row;
+    const h = ctx.cost.lmHeadMs;
     if (h > 0 && best.level > 0) {
       best.counts = best.counts.map((n, i) => {
         let m = n;

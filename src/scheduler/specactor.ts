@@ -94,8 +94,6 @@ export class SpecActorDrafter implements Drafter {
   /** The last selection runs as two engine steps (`splitStep`). */
   private split = false;
   private splitSteps = 0;
-  /** The step being proposed for is a prefill (its timing is not a verify step's). */
-  private prefilling = false;
   private steps = 0;
   private draftingSteps = 0;
   readonly decisions: { batch: number; level: number; predicted_gain: number; predicted_ms: number }[] = [];
@@ -130,9 +128,8 @@ export class SpecActorDrafter implements Drafter {
     if (requests.length === 0) return [];
     const append = requests.map((r) => (r.output.length === 0 ? r.promptIds.length : 1));
     // prefill: the drafters have nothing of the response yet, and the step's cost is another regime
-    this.prefilling = append.some((a) => a > 1);
     this.split = false;
-    if (this.prefilling) return requests.map(() => ({ tokens: [], parents: [] }));
+    if (append.some((a) => a > 1)) return requests.map(() => ({ tokens: [], parents: [] }));
     const context = Math.max(...requests.map((r) => r.promptIds.length + r.output.length));
     const rowPrice = this.rowPrice(requests.length, Math.max(...append), context);
     const asks = requests.map((r) => ({
@@ -283,8 +280,7 @@ export class SpecActorDrafter implements Drafter {
   stepTimed(t: StepTiming): void {
     this.verifyMs += t.ms;
     // the policy prices verify steps; a prefill step (many rows per sequence, no drafts) is another regime
-    if (!this.prefilling) this.cost.observe(t.shape, t.ms);
-    this.prefilling = false;
+    if (!t.prefill) this.cost.observe(t.shape, t.ms);
     for (const d of this.drafters) d.stepTimed?.(t);
   }
 

@@ -13,3 +13,6 @@ export function tinyDir(): string {
   if (!isPrepared(dir)) throw new Error(`tiny model not prepared (${dir}); run \`npx specactor prepare-model tiny\``);
   return dir;
 }
+
+/** Prompts of the speculation suites on tiny: varied lengths, one that repeats itself (n-gram food). */
+export const TINY_PROMPTS = [[1, 17, 42, 99, 7], [1, 300, 301], [5, 6, 7, 5, 6, 7, 5, 6], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]];

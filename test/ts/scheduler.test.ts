@@ -16,7 +16,7 @@ import { SpecActorDrafter } from "../../src/scheduler/specactor";
 import { BatchTableSelector, makeSelector, type Candidate } from "../../src/scheduler/selectors";
 import { LengthPredictor } from "../../src/scheduler/lengths";
 import { DrafterCalibration } from "../../src/scheduler/calibration";
-import { tinyDir } from "./helpers";
+import { TINY_PROMPTS, tinyDir } from "./helpers";
 
 let engine: OnnxEngine;
 before(async () => {
@@ -24,7 +24,7 @@ before(async () => {
 });
 after(async () => engine.close());
 
-const PROMPTS = [[1, 17, 42, 99, 7], [1, 300, 301], [5, 6, 7, 5, 6, 7, 5, 6], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]];
+const PROMPTS = TINY_PROMPTS;
 const PARAMS: [string, SamplingParams][] = [
   ["t0", { temperature: 0, topP: 1, topK: -1 }],
   ["t0.7-topp0.95", { temperature: 0.7, topP: 0.95, topK: -1 }],

@@ -13,7 +13,7 @@ import type { SamplingParams } from "../../src/sampling/sampler";
 import { deriveSeed } from "../../src/sampling/seeds";
 import { makeDrafter } from "../../src/drafters/registry";
 import { ThreadedEngine } from "../../src/engine/threaded-engine";
-import { tinyDir } from "./helpers";
+import { TINY_PROMPTS, tinyDir } from "./helpers";
 
 let engine: OnnxEngine;
 before(async () => {
@@ -21,7 +21,7 @@ before(async () => {
 });
 after(async () => engine.close());
 
-const PROMPTS = [[1, 17, 42, 99, 7], [1, 300, 301], [5, 6, 7, 5, 6, 7, 5, 6], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]];
+const PROMPTS = TINY_PROMPTS;
 const PARAMS: [string, SamplingParams][] = [
   ["t0", { temperature: 0, topP: 1, topK: -1 }],
   ["t0.7-topk-topp", { temperature: 0.7, topP: 0.9, topK: 40 }],
